@@ -1,1 +1,3 @@
 export * from './errors.js';
+export * from './cryptocore.js';
+export * from './kdf.js';
