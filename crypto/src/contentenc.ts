@@ -1,0 +1,281 @@
+/**
+ * gocryptfs v2 file content format.
+ *
+ *   file   = "" | header block*        (an empty file has no header)
+ *   header = uint16 BE version (2) | 16-byte random file ID
+ *   block  = 16-byte random nonce | AES-256-GCM(plaintext <= 4096 bytes) | 16-byte tag
+ *   AAD    = uint64 BE block number | file ID
+ *
+ * The AAD binds every block to its position and its file, so blocks cannot be reordered,
+ * moved between files or spliced from another version of the header. A full-size block of
+ * zero bytes is a file hole (sparse region) and reads as 4096 zero bytes, as in gocryptfs.
+ */
+import { createCipheriv, createDecipheriv, createSecretKey, randomFillSync } from 'node:crypto';
+import type { KeyObject } from 'node:crypto';
+import { deriveSubkey } from './cryptocore.js';
+import { AuthenticationError, FormatError, InvalidArgumentError } from './errors.js';
+
+export const HEADER_VERSION = 2;
+export const FILE_ID_LEN = 16;
+export const HEADER_LEN = 2 + FILE_ID_LEN;
+export const NONCE_LEN = 16;
+export const TAG_LEN = 16;
+export const PLAIN_BLOCK = 4096;
+export const BLOCK_OVERHEAD = NONCE_LEN + TAG_LEN;
+export const CIPHER_BLOCK = PLAIN_BLOCK + BLOCK_OVERHEAD;
+
+const ZERO_NONCE = Buffer.alloc(NONCE_LEN);
+const ZERO_CIPHER_BLOCK = Buffer.alloc(CIPHER_BLOCK);
+const TWO_POW_32 = 0x1_0000_0000;
+
+function assertSize(n: number, what: string): void {
+  if (!Number.isSafeInteger(n) || n < 0) {
+    throw new InvalidArgumentError(`${what} must be a non-negative safe integer, got ${n}`);
+  }
+}
+
+/** Ciphertext size of a file with `plainSize` bytes of content. */
+export function plainSizeToCipherSize(plainSize: number): number {
+  assertSize(plainSize, 'plaintext size');
+  if (plainSize === 0) return 0;
+  return HEADER_LEN + plainSize + Math.ceil(plainSize / PLAIN_BLOCK) * BLOCK_OVERHEAD;
+}
+
+/**
+ * Plaintext size of a ciphertext file of `cipherSize` bytes. A header-only file (18 bytes) is
+ * what an interrupted first write leaves behind; gocryptfs reads it as empty, so do we. Sizes
+ * no encryption can produce (a partial header, a last block without room for one byte of
+ * content) are rejected with FormatError.
+ */
+export function cipherSizeToPlainSize(cipherSize: number): number {
+  assertSize(cipherSize, 'ciphertext size');
+  if (cipherSize === 0) return 0;
+  if (cipherSize < HEADER_LEN) {
+    throw new FormatError(
+      `ciphertext size ${cipherSize} is shorter than the ${HEADER_LEN}-byte header`,
+    );
+  }
+  const body = cipherSize - HEADER_LEN;
+  const fullBlocks = Math.floor(body / CIPHER_BLOCK);
+  const rest = body % CIPHER_BLOCK;
+  if (rest !== 0 && rest <= BLOCK_OVERHEAD) {
+    throw new FormatError(
+      `ciphertext size ${cipherSize} is impossible: its last block has ${rest} bytes, at least ${BLOCK_OVERHEAD + 1} needed`,
+    );
+  }
+  return fullBlocks * PLAIN_BLOCK + (rest === 0 ? 0 : rest - BLOCK_OVERHEAD);
+}
+
+/** Byte offset of block `blockNo` in a ciphertext file. */
+export function blockCipherOffset(blockNo: number): number {
+  return HEADER_LEN + blockNo * CIPHER_BLOCK;
+}
+
+/** A new header with a random file ID (or the given one). */
+export function createHeader(fileId?: Uint8Array): Buffer {
+  const header = Buffer.alloc(HEADER_LEN);
+  header.writeUInt16BE(HEADER_VERSION, 0);
+  if (fileId === undefined) {
+    randomFillSync(header, 2, FILE_ID_LEN);
+  } else {
+    if (fileId.length !== FILE_ID_LEN) {
+      throw new InvalidArgumentError(`file ID must be ${FILE_ID_LEN} bytes, got ${fileId.length}`);
+    }
+    header.set(fileId, 2);
+  }
+  return header;
+}
+
+/**
+ * Validates a header and returns (a copy of) its file ID. The header carries no tag of its
+ * own: a changed file ID is caught by every block's AAD, a changed version or an all-zero ID
+ * (what gocryptfs also rejects) here.
+ */
+export function parseHeader(header: Uint8Array): Buffer {
+  if (header.length !== HEADER_LEN) {
+    throw new FormatError(`file header must be ${HEADER_LEN} bytes, got ${header.length}`);
+  }
+  const buf = Buffer.from(header.buffer, header.byteOffset, header.byteLength);
+  const version = buf.readUInt16BE(0);
+  if (version !== HEADER_VERSION) {
+    throw new AuthenticationError(
+      `file header has version ${version}, expected ${HEADER_VERSION}: corrupted or not a gocryptfs v2 file`,
+    );
+  }
+  const fileId = Buffer.from(buf.subarray(2));
+  if (fileId.equals(ZERO_NONCE)) {
+    throw new AuthenticationError('file header has an all-zero file ID: corrupted file');
+  }
+  return fileId;
+}
+
+/** True for a full-size all-zero ciphertext block, i.e. a file hole. */
+export function isHole(cipherBlock: Uint8Array): boolean {
+  return (
+    cipherBlock.length === CIPHER_BLOCK &&
+    Buffer.from(cipherBlock.buffer, cipherBlock.byteOffset, cipherBlock.byteLength).equals(
+      ZERO_CIPHER_BLOCK,
+    )
+  );
+}
+
+function asBuffer(data: Uint8Array): Buffer {
+  return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+/**
+ * Block encryption under one file key (a gocryptfs master key, or a per-file DEK in its
+ * place). The AES-GCM subkey is derived with HKDF exactly as gocryptfs derives it.
+ *
+ * Node's cipher objects cannot be re-keyed with a new IV, so each block costs one
+ * createCipheriv; the batch methods amortise everything else (one random fill for all nonces,
+ * one AAD buffer, one output allocation).
+ */
+export class ContentCipher {
+  private readonly key: KeyObject;
+  private readonly aad = Buffer.alloc(8 + FILE_ID_LEN);
+  private nonces = Buffer.alloc(0);
+
+  constructor(key: Uint8Array) {
+    this.key = createSecretKey(deriveSubkey(key, 'content'));
+  }
+
+  /** Writes the uint64 BE block number in front of the file ID already in the AAD buffer. */
+  private setAad(blockNo: number): void {
+    this.aad.writeUInt32BE(Math.floor(blockNo / TWO_POW_32), 0);
+    this.aad.writeUInt32BE(blockNo >>> 0, 4);
+  }
+
+  private checkArgs(firstBlockNo: number, fileId: Uint8Array): void {
+    assertSize(firstBlockNo, 'block number');
+    if (fileId.length !== FILE_ID_LEN) {
+      throw new InvalidArgumentError(`file ID must be ${FILE_ID_LEN} bytes, got ${fileId.length}`);
+    }
+  }
+
+  /** Ciphertext length of `plainLen` bytes of blocks (no header). */
+  static blocksCipherLength(plainLen: number): number {
+    return plainLen + Math.ceil(plainLen / PLAIN_BLOCK) * BLOCK_OVERHEAD;
+  }
+
+  /** Plaintext length of `cipherLen` bytes of blocks (no header); rejects impossible lengths. */
+  static blocksPlainLength(cipherLen: number): number {
+    const rest = cipherLen % CIPHER_BLOCK;
+    if (rest !== 0 && rest <= BLOCK_OVERHEAD) {
+      throw new FormatError(
+        `truncated ciphertext: last block has ${rest} bytes, at least ${BLOCK_OVERHEAD + 1} needed`,
+      );
+    }
+    return cipherLen - Math.ceil(cipherLen / CIPHER_BLOCK) * BLOCK_OVERHEAD;
+  }
+
+  /**
+   * Encrypts consecutive blocks starting at block `firstBlockNo`; only the last may be short.
+   * Writes into `out` at `outOffset` when given (it must have room), else allocates.
+   */
+  encryptBlocks(
+    plain: Uint8Array,
+    firstBlockNo: number,
+    fileId: Uint8Array,
+    out?: Buffer,
+    outOffset = 0,
+  ): Buffer {
+    this.checkArgs(firstBlockNo, fileId);
+    const src = asBuffer(plain);
+    const count = Math.ceil(src.length / PLAIN_BLOCK);
+    const outLen = src.length + count * BLOCK_OVERHEAD;
+    const dst = out ?? Buffer.allocUnsafe(outLen);
+    if (dst.length - outOffset < outLen) {
+      throw new InvalidArgumentError(`output buffer too small: need ${outLen} bytes`);
+    }
+    if (this.nonces.length < count * NONCE_LEN) this.nonces = Buffer.allocUnsafe(count * NONCE_LEN);
+    randomFillSync(this.nonces, 0, count * NONCE_LEN);
+    this.aad.set(fileId, 8);
+    let o = outOffset;
+    for (let i = 0; i < count; i++) {
+      this.setAad(firstBlockNo + i);
+      const nonce = this.nonces.subarray(i * NONCE_LEN, (i + 1) * NONCE_LEN);
+      const cipher = createCipheriv('aes-256-gcm', this.key, nonce);
+      cipher.setAAD(this.aad);
+      const ct = cipher.update(
+        src.subarray(i * PLAIN_BLOCK, Math.min(src.length, (i + 1) * PLAIN_BLOCK)),
+      );
+      cipher.final();
+      nonce.copy(dst, o);
+      ct.copy(dst, o + NONCE_LEN);
+      cipher.getAuthTag().copy(dst, o + NONCE_LEN + ct.length);
+      o += ct.length + BLOCK_OVERHEAD;
+    }
+    return out === undefined ? dst : dst.subarray(outOffset, o);
+  }
+
+  /**
+   * Decrypts consecutive ciphertext blocks starting at block `firstBlockNo`; only the last
+   * may be short. A full all-zero block is a hole and yields zeros. Throws AuthenticationError
+   * on any failed tag (the plaintext of a failed block is never returned).
+   */
+  decryptBlocks(
+    cipherText: Uint8Array,
+    firstBlockNo: number,
+    fileId: Uint8Array,
+    out?: Buffer,
+    outOffset = 0,
+  ): Buffer {
+    this.checkArgs(firstBlockNo, fileId);
+    const src = asBuffer(cipherText);
+    const outLen = ContentCipher.blocksPlainLength(src.length);
+    const dst = out ?? Buffer.allocUnsafe(outLen);
+    if (dst.length - outOffset < outLen) {
+      throw new InvalidArgumentError(`output buffer too small: need ${outLen} bytes`);
+    }
+    this.aad.set(fileId, 8);
+    let o = outOffset;
+    for (let s = 0, blockNo = firstBlockNo; s < src.length; s += CIPHER_BLOCK, blockNo++) {
+      const block = src.subarray(s, Math.min(src.length, s + CIPHER_BLOCK));
+      const nonce = block.subarray(0, NONCE_LEN);
+      const plainLen = block.length - BLOCK_OVERHEAD;
+      if (nonce.equals(ZERO_NONCE)) {
+        if (!isHole(block))
+          throw new AuthenticationError(`block ${blockNo} has an all-zero nonce: corrupted file`);
+        dst.fill(0, o, o + PLAIN_BLOCK);
+        o += PLAIN_BLOCK;
+        continue;
+      }
+      this.setAad(blockNo);
+      const decipher = createDecipheriv('aes-256-gcm', this.key, nonce);
+      decipher.setAAD(this.aad);
+      decipher.setAuthTag(block.subarray(NONCE_LEN + plainLen));
+      const pt = decipher.update(block.subarray(NONCE_LEN, NONCE_LEN + plainLen));
+      try {
+        decipher.final();
+      } catch {
+        pt.fill(0);
+        throw new AuthenticationError(
+          `block ${blockNo} failed authentication: corrupted or tampered file, or wrong key`,
+        );
+      }
+      pt.copy(dst, o);
+      o += plainLen;
+    }
+    return out === undefined ? dst : dst.subarray(outOffset, o);
+  }
+
+  /** Encrypts one block (<= 4096 bytes) at position `blockNo`. */
+  encryptBlock(plain: Uint8Array, blockNo: number, fileId: Uint8Array): Buffer {
+    if (plain.length === 0 || plain.length > PLAIN_BLOCK) {
+      throw new InvalidArgumentError(`a block holds 1..${PLAIN_BLOCK} bytes, got ${plain.length}`);
+    }
+    return this.encryptBlocks(plain, blockNo, fileId);
+  }
+
+  /** Decrypts one ciphertext block at position `blockNo`. */
+  decryptBlock(cipherBlock: Uint8Array, blockNo: number, fileId: Uint8Array): Buffer {
+    if (cipherBlock.length > CIPHER_BLOCK) {
+      throw new InvalidArgumentError(
+        `a ciphertext block holds at most ${CIPHER_BLOCK} bytes, got ${cipherBlock.length}`,
+      );
+    }
+    if (cipherBlock.length === 0) throw new FormatError('empty ciphertext block');
+    return this.decryptBlocks(cipherBlock, blockNo, fileId);
+  }
+}
