@@ -7,3 +7,4 @@ export * from './shamir.js';
 export * from './contentenc.js';
 export * from './content-stream.js';
 export * from './file-access.js';
+export * from './worker-pool.js';

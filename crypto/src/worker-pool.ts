@@ -1,0 +1,244 @@
+/**
+ * Parallel encryption and decryption of large files on a pool of worker threads (piscina).
+ * The input is cut into chunks of whole blocks; each chunk is sealed independently (its
+ * blocks' numbers are fixed by its position), and results are emitted strictly in input
+ * order. At most `2 x threads` chunks are in flight, so memory stays constant whatever the
+ * file size.
+ */
+import { availableParallelism } from 'node:os';
+import { createReadStream, createWriteStream } from 'node:fs';
+import { dirname, join } from 'node:path';
+import { Transform } from 'node:stream';
+import type { TransformCallback } from 'node:stream';
+import { pipeline } from 'node:stream/promises';
+import { fileURLToPath } from 'node:url';
+import { Piscina } from 'piscina';
+import { assertKey } from './cryptocore.js';
+import {
+  CIPHER_BLOCK,
+  FILE_ID_LEN,
+  HEADER_LEN,
+  PLAIN_BLOCK,
+  createHeader,
+  parseHeader,
+} from './contentenc.js';
+import { writeFileAtomic } from './content-stream.js';
+import type { EncryptStreamOptions } from './content-stream.js';
+import type { ContentTask, ContentTaskResult } from './content-worker.js';
+import { AuthenticationError, CryptoError, FormatError, InvalidArgumentError } from './errors.js';
+import type { CryptoErrorCode } from './errors.js';
+
+export interface ContentWorkerPoolOptions {
+  /** Worker threads; all available cores by default. */
+  threads?: number;
+  /** Blocks per task (default 256 = 1 MiB of plaintext): large enough to dwarf task overhead. */
+  chunkBlocks?: number;
+}
+
+/**
+ * Worker threads execute JavaScript through Node's own loader, never through a test runner's
+ * TypeScript transform. When this module itself runs from its TypeScript source (jest with
+ * ts-jest), the worker is therefore taken from the compiled package output in dist/, which
+ * the package's test script builds (tsc -b) before jest starts.
+ */
+function workerFile(): string {
+  const here = fileURLToPath(import.meta.url);
+  return here.endsWith('.ts')
+    ? join(dirname(here), '..', 'dist', 'content-worker.js')
+    : join(dirname(here), 'content-worker.js');
+}
+
+function rebuildError(code: CryptoErrorCode, message: string): CryptoError {
+  switch (code) {
+    case 'AUTHENTICATION_FAILED':
+      return new AuthenticationError(message);
+    case 'INVALID_FORMAT':
+      return new FormatError(message);
+    case 'INVALID_ARGUMENT':
+      return new InvalidArgumentError(message);
+    default:
+      return new CryptoError(code, message);
+  }
+}
+
+export class ContentWorkerPool {
+  readonly threads: number;
+  readonly chunkBlocks: number;
+  private readonly pool: Piscina<ContentTask, ContentTaskResult>;
+
+  constructor(opts: ContentWorkerPoolOptions = {}) {
+    this.threads = opts.threads ?? availableParallelism();
+    this.chunkBlocks = opts.chunkBlocks ?? 256;
+    if (!Number.isInteger(this.threads) || this.threads < 1) {
+      throw new InvalidArgumentError(`threads must be a positive integer, got ${this.threads}`);
+    }
+    if (!Number.isInteger(this.chunkBlocks) || this.chunkBlocks < 1) {
+      throw new InvalidArgumentError(
+        `chunkBlocks must be a positive integer, got ${this.chunkBlocks}`,
+      );
+    }
+    this.pool = new Piscina({
+      filename: workerFile(),
+      minThreads: this.threads,
+      maxThreads: this.threads,
+    });
+  }
+
+  /** Runs one chunk of consecutive blocks on a worker; `data` is copied to the worker. */
+  async run(
+    op: 'encrypt' | 'decrypt',
+    key: Uint8Array,
+    fileId: Uint8Array,
+    firstBlockNo: number,
+    data: Uint8Array,
+    transfer = false,
+  ): Promise<Buffer> {
+    const task: ContentTask = { op, key, fileId, firstBlockNo, data };
+    const result = await this.pool.run(
+      task,
+      transfer ? { transferList: [data.buffer as ArrayBuffer] } : {},
+    );
+    if (result instanceof Uint8Array)
+      return Buffer.from(result.buffer, result.byteOffset, result.byteLength);
+    throw rebuildError(result.code, result.message);
+  }
+
+  /** Like createEncryptStream, with the blocks sealed on the pool. */
+  createEncryptStream(key: Uint8Array, opts: EncryptStreamOptions = {}): Transform {
+    assertKey(key);
+    if (opts.fileId !== undefined && opts.fileId.length !== FILE_ID_LEN) {
+      throw new InvalidArgumentError(
+        `file ID must be ${FILE_ID_LEN} bytes, got ${opts.fileId.length}`,
+      );
+    }
+    return new ParallelTransform(this, 'encrypt', Buffer.from(key), createHeader(opts.fileId));
+  }
+
+  /** Like createDecryptStream, with the blocks opened on the pool. */
+  createDecryptStream(key: Uint8Array): Transform {
+    assertKey(key);
+    return new ParallelTransform(this, 'decrypt', Buffer.from(key), undefined);
+  }
+
+  async encryptFile(
+    key: Uint8Array,
+    srcPath: string,
+    dstPath: string,
+    opts: EncryptStreamOptions = {},
+  ): Promise<void> {
+    await this.transformFile(srcPath, dstPath, this.createEncryptStream(key, opts), PLAIN_BLOCK);
+  }
+
+  async decryptFile(key: Uint8Array, srcPath: string, dstPath: string): Promise<void> {
+    await this.transformFile(srcPath, dstPath, this.createDecryptStream(key), CIPHER_BLOCK);
+  }
+
+  /** Stops the worker threads; pending tasks fail. */
+  async destroy(): Promise<void> {
+    await this.pool.destroy();
+  }
+
+  private async transformFile(
+    src: string,
+    dst: string,
+    transform: Transform,
+    block: number,
+  ): Promise<void> {
+    await writeFileAtomic(dst, (tmp) =>
+      pipeline(
+        createReadStream(src, { highWaterMark: this.chunkBlocks * block }),
+        transform,
+        createWriteStream(tmp, { flags: 'wx', mode: 0o600 }),
+      ),
+    );
+  }
+}
+
+class ParallelTransform extends Transform {
+  private readonly chunkBytes: number;
+  private readonly maxInFlight: number;
+  private readonly inFlight: Promise<Buffer>[] = [];
+  private current: Buffer;
+  private currentLen = 0;
+  private chunkNo = 0;
+  private fileId: Buffer | undefined;
+  private readonly header: Buffer;
+  private headerLen = 0;
+
+  constructor(
+    private readonly pool: ContentWorkerPool,
+    private readonly op: 'encrypt' | 'decrypt',
+    private readonly key: Buffer,
+    header: Buffer | undefined,
+  ) {
+    super();
+    this.chunkBytes = pool.chunkBlocks * (op === 'encrypt' ? PLAIN_BLOCK : CIPHER_BLOCK);
+    this.maxInFlight = 2 * pool.threads;
+    this.current = Buffer.allocUnsafeSlow(this.chunkBytes);
+    if (header === undefined) {
+      this.header = Buffer.alloc(HEADER_LEN);
+    } else {
+      this.header = header;
+      this.headerLen = HEADER_LEN;
+      this.fileId = header.subarray(2);
+    }
+  }
+
+  override _transform(chunk: Buffer, _enc: BufferEncoding, callback: TransformCallback): void {
+    this.consume(chunk).then(() => callback(), callback);
+  }
+
+  override _flush(callback: TransformCallback): void {
+    this.finish().then(() => callback(), callback);
+  }
+
+  override _destroy(err: Error | null, callback: (error?: Error | null) => void): void {
+    this.key.fill(0);
+    callback(err);
+  }
+
+  private async consume(chunk: Buffer): Promise<void> {
+    let off = 0;
+    if (this.headerLen < HEADER_LEN) {
+      const take = Math.min(HEADER_LEN - this.headerLen, chunk.length);
+      chunk.copy(this.header, this.headerLen, 0, take);
+      this.headerLen += take;
+      off = take;
+      if (this.headerLen < HEADER_LEN) return;
+      this.fileId = parseHeader(this.header);
+    }
+    while (off < chunk.length) {
+      const take = Math.min(this.chunkBytes - this.currentLen, chunk.length - off);
+      chunk.copy(this.current, this.currentLen, off, off + take);
+      this.currentLen += take;
+      off += take;
+      if (this.currentLen === this.chunkBytes) await this.dispatch();
+    }
+  }
+
+  private async dispatch(): Promise<void> {
+    const fileId = this.fileId as Buffer;
+    const data = this.current.subarray(0, this.currentLen);
+    const firstBlockNo = this.chunkNo * this.pool.chunkBlocks;
+    if (this.op === 'encrypt' && this.chunkNo === 0) this.push(this.header);
+    this.current = Buffer.allocUnsafeSlow(this.chunkBytes);
+    this.currentLen = 0;
+    this.chunkNo++;
+    const result = this.pool.run(this.op, this.key, fileId, firstBlockNo, data, true);
+    // Awaited in order below; this only keeps a later chunk's failure from being reported as
+    // unhandled while an earlier one is still awaited.
+    result.catch(() => undefined);
+    this.inFlight.push(result);
+    while (this.inFlight.length >= this.maxInFlight) this.push(await this.inFlight.shift());
+  }
+
+  private async finish(): Promise<void> {
+    if (this.headerLen > 0 && this.headerLen < HEADER_LEN) {
+      throw new FormatError(
+        `truncated ciphertext: ${this.headerLen} bytes, shorter than the ${HEADER_LEN}-byte header`,
+      );
+    }
+    if (this.currentLen > 0) await this.dispatch();
+    while (this.inFlight.length > 0) this.push(await this.inFlight.shift());
+  }
+}
