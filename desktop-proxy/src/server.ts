@@ -1,0 +1,508 @@
+import {
+  createServer as createHttpServer,
+  STATUS_CODES,
+  type IncomingMessage,
+  type Server,
+  type ServerResponse,
+} from 'node:http';
+import { createServer as createHttpsServer } from 'node:https';
+import { connect as netConnect, type AddressInfo, type Socket } from 'node:net';
+import type { Duplex } from 'node:stream';
+import { WebSocket, WebSocketServer } from 'ws';
+import { describeTarget, isLoopbackHost, parseTarget, type Target } from './address.js';
+import type { Authenticator, AuthResult } from './auth.js';
+import { ConfigError } from './errors.js';
+import { createLogger, type Logger } from './logging.js';
+import { ProxyMetrics } from './metrics.js';
+import { checkOrigin, normaliseOrigin } from './origin.js';
+import { loadAssets, securityHeaders, type StaticAsset } from './page.js';
+import { RfbFilter, RfbProtocolError } from './rfb/index.js';
+
+/** WebSocket close codes the proxy sends; the page maps them to messages. */
+export const CLOSE_CODES = {
+  sessionEnded: 1000,
+  proxyShutdown: 1001,
+  policyViolation: 1008,
+  internalError: 1011,
+  idleTimeout: 4001,
+} as const;
+
+export const WEBSOCKET_PATH = '/websockify';
+
+export interface DesktopProxyOptions {
+  /** The VNC server: `unix:/path` or `HOST:PORT`. */
+  target: string | Target;
+  /** Who may connect; see hubAuthenticator, ticketAuthenticator, insecureNoAuthenticator. */
+  auth: Authenticator;
+  /** Origins (besides the proxy's own host) whose pages may open the WebSocket. */
+  allowedOrigins?: readonly string[];
+  /** Serve HTTPS/WSS with this certificate chain and key (PEM). */
+  tls?: { cert: string | Buffer; key: string | Buffer };
+  /** Close a session after this long without traffic either way; 0 disables. Default 1800. */
+  idleTimeoutSeconds?: number;
+  /** Concurrent sessions (including ones being authenticated). Default 4. */
+  maxConnections?: number;
+  /** Who may frame the page (CSP frame-ancestors sources); default `'self'`. */
+  frameAncestors?: readonly string[];
+  logger?: Logger;
+  metrics?: ProxyMetrics;
+}
+
+export interface DesktopProxy {
+  /** Starts listening; host defaults to 127.0.0.1. Refuses no-auth mode on a non-loopback host. */
+  listen(port?: number, host?: string): Promise<AddressInfo>;
+  address(): AddressInfo | null;
+  /** Ends every session (close code 1001) and stops listening. */
+  close(): Promise<void>;
+  /** For embedding into another HTTP server: the page, /auth-check and /metrics. */
+  handleRequest(req: IncomingMessage, res: ServerResponse): void;
+  /** For embedding into another HTTP server: the WebSocket at /websockify. */
+  handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): void;
+  readonly metrics: ProxyMetrics;
+}
+
+// Pause reading from the VNC server while this much is queued towards a slow browser.
+const SEND_HIGH_WATER = 4 * 1024 * 1024;
+const SEND_LOW_WATER = 1024 * 1024;
+// Client messages are small (the largest legitimate one is SetEncodings); cut text is dropped.
+const MAX_CLIENT_MESSAGE = 1024 * 1024;
+const CLOSE_GRACE_MS = 2000;
+const TARGET_CONNECT_TIMEOUT_MS = 10_000;
+
+function pathOf(req: IncomingMessage): string {
+  try {
+    return new URL(req.url ?? '/', 'http://localhost').pathname;
+  } catch {
+    return '';
+  }
+}
+
+function connectTarget(target: Target): Promise<Socket> {
+  return new Promise((resolve, reject) => {
+    const socket =
+      target.kind === 'unix'
+        ? netConnect({ path: target.path })
+        : netConnect({ host: target.host, port: target.port });
+    const timer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error('ETIMEDOUT'));
+    }, TARGET_CONNECT_TIMEOUT_MS);
+    socket.once('connect', () => {
+      clearTimeout(timer);
+      socket.removeAllListeners('error');
+      resolve(socket);
+    });
+    socket.once('error', (err) => {
+      clearTimeout(timer);
+      reject(err);
+    });
+  });
+}
+
+/** Creates the proxy: the page, a WebSocket at /websockify and the RFB filter between them. */
+export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
+  const target = typeof options.target === 'string' ? parseTarget(options.target) : options.target;
+  const auth = options.auth;
+  const allowedOrigins = (options.allowedOrigins ?? []).map(normaliseOrigin);
+  const idleMs = Math.round((options.idleTimeoutSeconds ?? 1800) * 1000);
+  const maxConnections = options.maxConnections ?? 4;
+  if (!Number.isFinite(idleMs) || idleMs < 0) throw new ConfigError('idle timeout must be >= 0');
+  if (!Number.isInteger(maxConnections) || maxConnections < 1) {
+    throw new ConfigError('max connections must be a positive integer');
+  }
+  const frameAncestors = options.frameAncestors ?? [];
+  const log = options.logger ?? createLogger();
+  const metrics = options.metrics ?? new ProxyMetrics();
+  const assets: Map<string, StaticAsset> = loadAssets();
+  const bytesToClient = metrics.bytes.labels('server-to-client');
+  const bytesToServer = metrics.bytes.labels('client-to-server');
+
+  const wss = new WebSocketServer({
+    noServer: true,
+    clientTracking: false,
+    perMessageDeflate: false,
+    maxPayload: MAX_CLIENT_MESSAGE,
+    handleProtocols: (protocols) => (protocols.has('binary') ? 'binary' : false),
+  });
+
+  let slotsInUse = 0;
+  let closing = false;
+  let nextId = 1;
+  const sessions = new Set<(reason: string, code: number, text: string) => void>();
+
+  function logRefusal(
+    req: IncomingMessage,
+    status: number,
+    reason: string,
+    user: string | undefined,
+  ): void {
+    metrics.refusals.labels(reason).inc();
+    log.warn(
+      {
+        event: 'refused',
+        user: user ?? null,
+        reason,
+        status,
+        path: pathOf(req),
+        remote: req.socket.remoteAddress,
+      },
+      'connection refused',
+    );
+  }
+
+  function refuseUpgrade(
+    req: IncomingMessage,
+    socket: Duplex,
+    status: number,
+    reason: string,
+    user?: string,
+  ): void {
+    logRefusal(req, status, reason, user);
+    if (socket.destroyed) return;
+    const body = `${reason}\n`;
+    socket.end(
+      `HTTP/1.1 ${status} ${STATUS_CODES[status] ?? ''}\r\n` +
+        'Connection: close\r\nContent-Type: text/plain; charset=utf-8\r\n' +
+        `Content-Length: ${Buffer.byteLength(body)}\r\n\r\n${body}`,
+    );
+  }
+
+  async function authorise(req: IncomingMessage): Promise<AuthResult> {
+    const origin = checkOrigin(req.headers.origin, req.headers.host, allowedOrigins);
+    if (!origin.ok) return { ok: false, status: 403, reason: origin.reason };
+    try {
+      return await auth.authenticate(req);
+    } catch (err) {
+      log.error({ event: 'auth-error', err: (err as Error).message }, 'authentication failed');
+      return { ok: false, status: 503, reason: 'auth-error' };
+    }
+  }
+
+  async function handleUpgrade(req: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
+    socket.on('error', () => socket.destroy());
+    if (pathOf(req) !== WEBSOCKET_PATH) return refuseUpgrade(req, socket, 404, 'not-found');
+    if (closing) return refuseUpgrade(req, socket, 503, 'shutting-down');
+    const offered = req.headers['sec-websocket-protocol'];
+    if (offered !== undefined && !offered.split(',').some((p) => p.trim() === 'binary')) {
+      return refuseUpgrade(req, socket, 400, 'unsupported-subprotocol');
+    }
+    if (slotsInUse >= maxConnections) return refuseUpgrade(req, socket, 503, 'max-connections');
+    // Hold the slot while authenticating so that parallel attempts cannot exceed the cap.
+    slotsInUse += 1;
+    let held = true;
+    const release = () => {
+      if (held) {
+        held = false;
+        slotsInUse -= 1;
+      }
+    };
+    const result = await authorise(req);
+    if (!result.ok) {
+      release();
+      return refuseUpgrade(req, socket, result.status, result.reason, result.user);
+    }
+    if (socket.destroyed || closing) {
+      release();
+      return;
+    }
+    let tcp: Socket;
+    try {
+      tcp = await connectTarget(target);
+    } catch (err) {
+      release();
+      log.error(
+        {
+          event: 'target-error',
+          target: describeTarget(target),
+          err: (err as NodeJS.ErrnoException).code ?? String(err),
+        },
+        'cannot reach the VNC server',
+      );
+      return refuseUpgrade(req, socket, 502, 'target-unreachable', result.user);
+    }
+    let started = false;
+    // ws answers an invalid handshake itself and never calls back; free what we hold then.
+    socket.once('close', () => {
+      if (!started) {
+        tcp.destroy();
+        release();
+      }
+    });
+    wss.handleUpgrade(req, socket, head, (ws) => {
+      started = true;
+      runSession(ws, tcp, result.user, req.socket.remoteAddress, release);
+    });
+  }
+
+  function runSession(
+    ws: WebSocket,
+    tcp: Socket,
+    user: string,
+    remote: string | undefined,
+    release: () => void,
+  ): void {
+    const id = nextId++;
+    const startedAt = Date.now();
+    let lastActivity = startedAt;
+    let sentToClient = 0;
+    let sentToServer = 0;
+    let ended = false;
+    let tcpPaused = false;
+    let wsPaused = false;
+    let idleTimer: NodeJS.Timeout | undefined;
+    // Collects what the filter emits for one chunk so it leaves as a single WebSocket frame.
+    let outbox: Buffer[] | null = null;
+
+    tcp.setNoDelay(true);
+    metrics.connections.inc();
+    metrics.active.inc();
+    log.info({ event: 'connect', conn: id, user, remote }, 'session connected');
+
+    const afterSend = (err?: Error) => {
+      if (!err && tcpPaused && ws.bufferedAmount < SEND_LOW_WATER) {
+        tcpPaused = false;
+        tcp.resume();
+      }
+    };
+    const sendToClient = (chunk: Buffer) => {
+      sentToClient += chunk.length;
+      bytesToClient.inc(chunk.length);
+      ws.send(chunk, { binary: true }, afterSend);
+      if (!tcpPaused && ws.bufferedAmount > SEND_HIGH_WATER) {
+        tcpPaused = true;
+        tcp.pause();
+      }
+    };
+
+    const filter = new RfbFilter({
+      toClient: (chunk) => {
+        if (outbox) outbox.push(chunk);
+        else sendToClient(chunk);
+      },
+      toServer: (chunk) => {
+        sentToServer += chunk.length;
+        bytesToServer.inc(chunk.length);
+        if (!tcp.write(chunk) && !wsPaused) {
+          wsPaused = true;
+          ws.pause();
+        }
+      },
+      onFiltered: (e) => {
+        metrics.filtered.labels(e.direction, e.kind).inc();
+        log.info({ event: 'filtered', conn: id, user, ...e }, 'filtered RFB traffic');
+      },
+    });
+
+    const end = (reason: string, code: number, text: string, detail?: string) => {
+      if (ended) return;
+      ended = true;
+      sessions.delete(end);
+      clearTimeout(idleTimer);
+      release();
+      metrics.active.dec();
+      metrics.disconnects.labels(reason).inc();
+      tcp.destroy();
+      if (ws.readyState === WebSocket.OPEN) {
+        ws.close(code, text);
+        setTimeout(() => ws.terminate(), CLOSE_GRACE_MS).unref();
+      } else {
+        ws.terminate();
+      }
+      log.info(
+        {
+          event: 'disconnect',
+          conn: id,
+          user,
+          reason,
+          ...(detail === undefined ? {} : { detail }),
+          durationMs: Date.now() - startedAt,
+          bytesToClient: sentToClient,
+          bytesToServer: sentToServer,
+        },
+        'session ended',
+      );
+    };
+    sessions.add(end);
+
+    const fail = (err: unknown) => {
+      if (err instanceof RfbProtocolError) {
+        end('protocol-error', CLOSE_CODES.policyViolation, 'RFB protocol violation', err.reason);
+      } else {
+        end('internal-error', CLOSE_CODES.internalError, 'proxy error', String(err));
+      }
+    };
+
+    tcp.on('data', (chunk: Buffer) => {
+      if (ended) return;
+      lastActivity = Date.now();
+      outbox = [];
+      try {
+        filter.pushFromServer(chunk);
+      } catch (err) {
+        outbox = null;
+        return fail(err);
+      }
+      const parts = outbox;
+      outbox = null;
+      if (parts.length === 1) sendToClient(parts[0] as Buffer);
+      else if (parts.length > 1) sendToClient(Buffer.concat(parts));
+    });
+    tcp.on('drain', () => {
+      if (wsPaused) {
+        wsPaused = false;
+        ws.resume();
+      }
+    });
+    tcp.on('error', (err: NodeJS.ErrnoException) =>
+      end('target-error', CLOSE_CODES.internalError, 'desktop connection failed', err.code),
+    );
+    tcp.on('close', () => end('target-closed', CLOSE_CODES.sessionEnded, 'session ended'));
+
+    ws.on('message', (data: Buffer, isBinary: boolean) => {
+      if (ended) return;
+      if (!isBinary) {
+        return end('text-frame', CLOSE_CODES.policyViolation, 'binary frames only');
+      }
+      lastActivity = Date.now();
+      try {
+        filter.pushFromClient(data);
+      } catch (err) {
+        fail(err);
+      }
+    });
+    ws.on('error', (err) => end('client-error', CLOSE_CODES.policyViolation, 'error', err.message));
+    ws.on('close', (code) => end('client-closed', code, '', String(code)));
+
+    if (idleMs > 0) {
+      const checkIdle = () => {
+        const idleFor = Date.now() - lastActivity;
+        if (idleFor >= idleMs) end('idle-timeout', CLOSE_CODES.idleTimeout, 'idle timeout');
+        else idleTimer = setTimeout(checkIdle, idleMs - idleFor);
+      };
+      idleTimer = setTimeout(checkIdle, idleMs);
+    }
+  }
+
+  function send(
+    res: ServerResponse,
+    status: number,
+    headers: Record<string, string>,
+    body?: Buffer | string,
+  ) {
+    res.writeHead(status, { ...securityHeaders(false, frameAncestors), ...headers });
+    res.end(res.req.method === 'HEAD' ? undefined : body);
+  }
+
+  async function handleRequest(req: IncomingMessage, res: ServerResponse): Promise<void> {
+    if (req.method !== 'GET' && req.method !== 'HEAD') {
+      return send(
+        res,
+        405,
+        { Allow: 'GET, HEAD', 'Content-Type': 'text/plain' },
+        'method not allowed\n',
+      );
+    }
+    const path = pathOf(req);
+    if (path === '/auth-check') {
+      const result = await authorise(req);
+      if (result.ok) return send(res, 204, { 'Cache-Control': 'no-store' });
+      logRefusal(req, result.status, result.reason, result.user);
+      return send(
+        res,
+        result.status,
+        { 'Content-Type': 'application/json', 'Cache-Control': 'no-store' },
+        JSON.stringify({ reason: result.reason }),
+      );
+    }
+    if (path === '/metrics') {
+      const body = await metrics.registry.metrics();
+      return send(res, 200, { 'Content-Type': metrics.registry.contentType }, body);
+    }
+    const asset = assets.get(path);
+    if (!asset) return send(res, 404, { 'Content-Type': 'text/plain' }, 'not found\n');
+    res.writeHead(200, {
+      ...securityHeaders(asset.isPage, frameAncestors),
+      'Content-Type': asset.contentType,
+      'Content-Length': String(asset.body.length),
+    });
+    res.end(req.method === 'HEAD' ? undefined : asset.body);
+  }
+
+  const onRequest = (req: IncomingMessage, res: ServerResponse) => {
+    handleRequest(req, res).catch((err: unknown) => {
+      log.error({ event: 'http-error', err: String(err) }, 'request failed');
+      if (!res.headersSent) res.writeHead(500);
+      res.end();
+    });
+  };
+  const onUpgrade = (req: IncomingMessage, socket: Duplex, head: Buffer) => {
+    handleUpgrade(req, socket, head).catch((err: unknown) => {
+      log.error({ event: 'upgrade-error', err: String(err) }, 'upgrade failed');
+      socket.destroy();
+    });
+  };
+
+  let server: Server | undefined;
+
+  return {
+    metrics,
+    handleRequest: onRequest,
+    handleUpgrade: onUpgrade,
+    async listen(port = 0, host = '127.0.0.1') {
+      if (auth.mode === 'none' && !isLoopbackHost(host)) {
+        throw new ConfigError(
+          `refusing to listen on ${host} without authentication: --insecure-no-auth needs a loopback address`,
+        );
+      }
+      if (server) throw new ConfigError('already listening');
+      const s = options.tls
+        ? createHttpsServer({ cert: options.tls.cert, key: options.tls.key }, onRequest)
+        : createHttpServer(onRequest);
+      s.on('upgrade', onUpgrade);
+      await new Promise<void>((resolve, reject) => {
+        s.once('error', reject);
+        s.listen(port, host, () => {
+          s.off('error', reject);
+          resolve();
+        });
+      });
+      server = s;
+      const address = s.address() as AddressInfo;
+      if (auth.mode === 'none') {
+        log.warn(
+          { event: 'insecure-no-auth', host: address.address, port: address.port },
+          'AUTHENTICATION IS OFF: anyone who can reach this address controls the desktop',
+        );
+      }
+      log.info(
+        {
+          event: 'listening',
+          host: address.address,
+          port: address.port,
+          tls: Boolean(options.tls),
+          target: describeTarget(target),
+          auth: auth.mode,
+        },
+        'desktop proxy listening',
+      );
+      return address;
+    },
+    address() {
+      const a = server?.address();
+      return a && typeof a === 'object' ? a : null;
+    },
+    async close() {
+      closing = true;
+      for (const end of [...sessions]) {
+        end('proxy-shutdown', CLOSE_CODES.proxyShutdown, 'proxy shutting down');
+      }
+      const s = server;
+      server = undefined;
+      if (!s) return;
+      await new Promise<void>((resolve) => {
+        s.close(() => resolve());
+        s.closeAllConnections();
+      });
+    },
+  };
+}
