@@ -1,11 +1,14 @@
 import { randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import { link, open, rm } from 'node:fs/promises';
-import { basename, dirname, join } from 'node:path';
+import { dirname, join } from 'node:path';
+
+/** Names of temporary entries: short (a 255-byte final name leaves no room) and recognisable. */
+export const TEMP_NAME = /^\.tre-[0-9a-f]{12}\.tmp$/;
 
 /** A hidden, unique sibling of `path` to build it under before it becomes visible. */
 export function tempSibling(path: string): string {
-  return join(dirname(path), `.${basename(path)}.${randomBytes(6).toString('hex')}.tmp`);
+  return join(dirname(path), `.tre-${randomBytes(6).toString('hex')}.tmp`);
 }
 
 /**

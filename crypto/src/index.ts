@@ -8,3 +8,7 @@ export * from './contentenc.js';
 export * from './content-stream.js';
 export * from './file-access.js';
 export * from './worker-pool.js';
+export * from './eme.js';
+export * from './nametransform.js';
+export * from './configfile.js';
+export * from './volume.js';
