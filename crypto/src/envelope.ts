@@ -4,7 +4,7 @@
  *   'x25519'  DHKEM(X25519, HKDF-SHA256) + HKDF-SHA256 + AES-256-GCM   (KEM 0x0020, KDF 0x0001, AEAD 0x0002)
  *   'x-wing'  X-Wing (ML-KEM-768 + X25519)  + HKDF-SHA256 + AES-256-GCM (KEM 0x647a)
  *
- * Binding (see README "Envelope records"):
+ * Binding (see crypto/README.md, "Wrapped keys"):
  *   info = "tre-wrap/v1" 0x00 kem 0x00 kid            who the record is for and which format
  *   aad  = canonical encoding of the WrapContext        what the key is for
  * The context goes into the AAD, the record's own identity into the key schedule's info; a
@@ -235,12 +235,23 @@ export async function wrapKey(
   checkPublicKey(recipient, 'recipient');
   const aad = encodeWrapContext(context);
   const s = suite(recipient.kem);
-  const recipientPublicKey = await s.kem.deserializePublicKey(own(recipient.publicKey));
-  const sealed = await s.seal(
-    { recipientPublicKey, info: wrapInfo(recipient.kem, recipient.kid) },
-    own(secret),
-    aad,
-  );
+  let sealed: { enc: ArrayBuffer; ct: ArrayBuffer };
+  try {
+    const recipientPublicKey = await s.kem.deserializePublicKey(own(recipient.publicKey));
+    sealed = await s.seal(
+      { recipientPublicKey, info: wrapInfo(recipient.kem, recipient.kid) },
+      own(secret),
+      aad,
+    );
+  } catch (e) {
+    // X25519 refuses low-order points, which would make the shared secret public.
+    if (e instanceof HpkeError) {
+      throw new InvalidArgumentError(
+        `recipient ${recipient.kid} is not a usable ${recipient.kem} public key`,
+      );
+    }
+    throw e;
+  }
   return {
     v: 1,
     kid: recipient.kid,

@@ -5,7 +5,7 @@
  * || secret). Shamir hides the tag as well as the secret from fewer than k shares; on combine a
  * wrong, corrupted or foreign share yields a different polynomial and the tag no longer matches.
  *
- * Share layout (binary, see README "Shamir shares"):
+ * Share layout (binary, see crypto/README.md, "Shamir shares"):
  *   [0]        format version, 1
  *   [1]        threshold k (2..255)
  *   [2]        number of shares n (k..255)
@@ -16,7 +16,8 @@
  */
 import { createHash, randomBytes, timingSafeEqual } from 'node:crypto';
 import { combine, split } from 'shamir-secret-sharing';
-import { InvalidArgumentError, ShareIntegrityError } from './errors.js';
+import { fromBase64url, toBase64url } from './encoding.js';
+import { FormatError, InvalidArgumentError, ShareIntegrityError } from './errors.js';
 
 const VERSION = 1;
 const SET_ID_LEN = 16;
@@ -142,4 +143,21 @@ export async function combineShares(shares: Uint8Array[]): Promise<Uint8Array> {
     );
   }
   return secret;
+}
+
+const SHARE_TEXT_PREFIX = 'tre-share:';
+
+/** Text form of a share for custodians and scripts: 'tre-share:<unpadded base64url>'. */
+export function encodeShare(share: Uint8Array): string {
+  if (!(share instanceof Uint8Array)) throw new InvalidArgumentError('share must be bytes');
+  return SHARE_TEXT_PREFIX + toBase64url(share);
+}
+
+/** Parses encodeShare's text; surrounding whitespace (from copy and paste) is ignored. */
+export function decodeShare(text: string): Uint8Array {
+  const t = typeof text === 'string' ? text.trim() : '';
+  if (!t.startsWith(SHARE_TEXT_PREFIX)) {
+    throw new FormatError(`a share must start with ${SHARE_TEXT_PREFIX}`);
+  }
+  return fromBase64url(t.slice(SHARE_TEXT_PREFIX.length), 'share');
 }

@@ -8,6 +8,7 @@
 import { describe, expect, it } from '@jest/globals';
 import {
   createDecipheriv,
+  createHash,
   createHmac,
   createPrivateKey,
   createPublicKey,
@@ -15,6 +16,7 @@ import {
 } from 'node:crypto';
 import { Aes128Gcm, CipherSuite, HkdfSha256 } from '@hpke/core';
 import { DhkemX25519HkdfSha256 } from '@hpke/dhkem-x25519';
+import { XWing } from '@hpke/hybridkem-x-wing';
 import {
   encodeWrapContext,
   generateKeyPair,
@@ -109,6 +111,46 @@ describe('RFC 9180 A.1 through @hpke/core', () => {
     for (const x of A1.exports) {
       expect(toHex(await recipient.export(hex(x.context), 32))).toBe(x.value);
     }
+  });
+});
+
+/**
+ * draft-connolly-cfrg-xwing-kem, Appendix C, vector 1. pk (1216 bytes) and ct (1120 bytes) are
+ * pinned by SHA-256 of the draft's hex values rather than transcribed in full.
+ */
+const XWING_C1 = {
+  seed: '7f9c2ba4e88f827d616045507605853ed73b8093f6efbc88eb1a6eacfa66ef26',
+  eseed:
+    '3cb1eea988004b93103cfb0aeefd2a686e01fa4a58e8a3639ca8a1e3f9ae57e2' +
+    '35b8cc873c23dc62b8d260169afa2f75ab916a58d974918835d25e6a435085b2',
+  pkSha256: '2e816deebcd76c5c80d0cd2d174478871658e8e2ff42bc9d4a6e486372e856bb',
+  ctSha256: '17cd532d657e44c897ca6583e548a5424fc70bf54f99515a4d2bcf99e3469f33',
+  ss: 'd2df0522128f09dd8e2c92b1e905c793d8f57a54c3da25861f10bf4ca613e384',
+};
+
+const sha256 = (b: ArrayBuffer | Uint8Array): string =>
+  createHash('sha256')
+    .update(b instanceof Uint8Array ? b : new Uint8Array(b))
+    .digest('hex');
+
+describe('X-Wing draft test vector', () => {
+  it('our publicKeyFromPrivate expands the seed to the published public key', async () => {
+    const kp = await publicKeyFromPrivate('x-wing', hex(XWING_C1.seed));
+    expect(kp.publicKey).toHaveLength(1216);
+    expect(sha256(kp.publicKey)).toBe(XWING_C1.pkSha256);
+  });
+
+  it('encapsulates to the published ciphertext and shared secret, and decapsulates', async () => {
+    const kem = new XWing();
+    const pair = await kem.generateKeyPairDerand(hex(XWING_C1.seed));
+    const { enc, sharedSecret } = await kem.encap({
+      recipientPublicKey: pair.publicKey,
+      ekm: hex(XWING_C1.eseed),
+    });
+    expect(sha256(enc)).toBe(XWING_C1.ctSha256);
+    expect(toHex(sharedSecret)).toBe(XWING_C1.ss);
+    const decapped = await kem.decap({ enc, recipientKey: pair.privateKey });
+    expect(toHex(decapped)).toBe(XWING_C1.ss);
   });
 });
 

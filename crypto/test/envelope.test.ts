@@ -256,6 +256,12 @@ describe('argument checks', () => {
     );
   });
 
+  it('refuses an X25519 public key of low order', async () => {
+    const publicKey = new Uint8Array(32);
+    const weak = { kem: 'x25519' as const, publicKey, kid: fingerprint('x25519', publicKey) };
+    await expect(wrapKey(DEK, weak, CTX)).rejects.toThrow(InvalidArgumentError);
+  });
+
   it('refuses unknown KEMs and wrong key lengths', async () => {
     await expect(generateKeyPair('rsa' as KemName)).rejects.toThrow(InvalidArgumentError);
     await expect(publicKeyFromPrivate('x25519', new Uint8Array(31))).rejects.toThrow(

@@ -1,8 +1,8 @@
 import { beforeAll, describe, expect, it } from '@jest/globals';
 import { createHash } from 'node:crypto';
 import fc from 'fast-check';
-import { InvalidArgumentError, ShareIntegrityError } from '../src/errors.js';
-import { combineShares, splitSecret } from '../src/shamir.js';
+import { FormatError, InvalidArgumentError, ShareIntegrityError } from '../src/errors.js';
+import { combineShares, decodeShare, encodeShare, splitSecret } from '../src/shamir.js';
 
 const SECRET = new Uint8Array(32).map((_, i) => 0xa0 ^ i);
 
@@ -127,6 +127,25 @@ describe('3-of-5', () => {
     const e = await rejection(combineShares(bad));
     expect(e.message).not.toContain(Buffer.from(SECRET).toString('hex'));
     expect(e.message).not.toContain(Buffer.from(bad[2]!).toString('base64url').slice(0, 16));
+  });
+});
+
+describe('share text form', () => {
+  it('round-trips through text, tolerating surrounding whitespace', async () => {
+    const shares = await splitSecret(SECRET, { threshold: 2, shares: 3 });
+    const texts = shares.map(encodeShare);
+    for (const t of texts) expect(t).toMatch(/^tre-share:[A-Za-z0-9_-]+$/);
+    const back = texts.map((t) => decodeShare(`  ${t}\n`));
+    expect(eq(await combineShares(back.slice(1)), SECRET)).toBe(true);
+  });
+
+  it.each([
+    ['no prefix', 'AAAA'],
+    ['a foreign prefix', 'tre-x25519:AAAA'],
+    ['invalid characters', 'tre-share:AA+/'],
+    ['padding', 'tre-share:AAA='],
+  ])('rejects %s with FormatError', (_, text) => {
+    expect(() => decodeShare(text)).toThrow(FormatError);
   });
 });
 
