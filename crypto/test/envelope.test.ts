@@ -181,6 +181,18 @@ describe.each(KEMS)('wrap/unwrap with %s', (kem) => {
     );
   });
 
+  it('handles many concurrent wraps and unwraps', async () => {
+    const { alice } = keys[kem];
+    const secrets = Array.from({ length: 16 }, (_, i) => new Uint8Array(32).fill(i));
+    const records = await Promise.all(
+      secrets.map((s, i) => wrapKey(s, alice, { ...CTX, fileId: `f${i}` })),
+    );
+    const opened = await Promise.all(
+      records.map((r, i) => unwrapKey(r, alice, { ...CTX, fileId: `f${i}` })),
+    );
+    opened.forEach((o, i) => expect(Buffer.from(o).equals(Buffer.from(secrets[i]!))).toBe(true));
+  });
+
   it('refuses records of the other KEM', async () => {
     const other = kem === 'x25519' ? keys['x-wing'].alice : keys.x25519.alice;
     const rec = await wrapKey(DEK, other, CTX);

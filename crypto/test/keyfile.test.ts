@@ -1,4 +1,5 @@
 import { beforeAll, describe, expect, it } from '@jest/globals';
+import fc from 'fast-check';
 import { createCipheriv, hkdfSync, randomBytes, scryptSync } from 'node:crypto';
 import { encodePublicKey, generateKeyPair, type KemName, type KeyPair } from '../src/envelope.js';
 import {
@@ -123,6 +124,24 @@ describe('tampered key files', () => {
     const e = await rejection(decryptKeyFile(JSON.parse(JSON.stringify(mutate(file))), PASS));
     expect(e).toBeInstanceOf(WrongPassphraseError);
     expect(e.message).toMatch(/modified/);
+  });
+
+  it('any flipped bit in ct, nonce or salt is detected, never a wrong key', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.constantFrom('ct', 'nonce', 'salt'), fc.nat(), async (field, bit) => {
+        const bad = JSON.parse(JSON.stringify(file)) as KeyFile;
+        const flipBit = (s: string) => {
+          const b = Buffer.from(s, 'base64url');
+          const i = bit % (b.length * 8);
+          b[i >> 3]! ^= 1 << (i & 7);
+          return b.toString('base64url');
+        };
+        if (field === 'salt') bad.kdf.salt = flipBit(bad.kdf.salt);
+        else bad[field] = flipBit(bad[field]);
+        await expect(decryptKeyFile(bad, PASS)).rejects.toThrow(WrongPassphraseError);
+      }),
+      { numRuns: 60 },
+    );
   });
 
   it('a swapped public key and kid (another key file header) is detected', async () => {
