@@ -26,6 +26,7 @@ import {
   type GocryptfsConf,
 } from './configfile.js';
 import { createDecryptStream, createEncryptStream } from './content-stream.js';
+import { cipherSizeToPlainSize } from './contentenc.js';
 import { assertKey } from './cryptocore.js';
 import {
   AuthenticationError,
@@ -175,6 +176,7 @@ export interface TreeProgress {
 export interface TreeResult {
   files: number;
   directories: number;
+  /** Plaintext bytes written (decryption) or read (encryption). */
   bytes: number;
 }
 
@@ -328,6 +330,8 @@ async function planDecrypt(
       await planDecrypt(volume, src, dst, false, ops, warn);
       ops.push({ kind: 'dirdone', path: dst, stats: st });
     } else {
+      // An impossible ciphertext size (a cut inside a block header) is refused before writing.
+      cipherSizeToPlainSize(st.size);
       ops.push({ kind: 'file', src, dstParent: plainDir, entry: name, stats: st });
     }
   }
@@ -482,7 +486,11 @@ export async function decryptTree(
     throw err;
   }
   const files = ops.filter((o) => o.kind === 'file').length;
-  return { files, directories, bytes: progress.totalBytes };
+  const plainBytes = ops.reduce(
+    (n, o) => (o.kind === 'file' ? n + cipherSizeToPlainSize(o.stats.size) : n),
+    0,
+  );
+  return { files, directories, bytes: plainBytes };
 }
 
 /** Read-only directories restored from the volume would block cleanup for non-root users. */
