@@ -1,0 +1,322 @@
+import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
+import { execFile } from 'node:child_process';
+import { mkdtemp, readFile, rm } from 'node:fs/promises';
+import { request as httpsRequest } from 'node:https';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { promisify } from 'node:util';
+import { issueTicket, ticketAuthenticator, insecureNoAuthenticator } from '../src/auth.js';
+import { ConfigError } from '../src/errors.js';
+import { createDesktopProxy, type DesktopProxy, type DesktopProxyOptions } from '../src/server.js';
+import { capturingLogger, closed, mustOpen, openWs, waitFor } from './support/proxy.js';
+import { startXvnc, type XvncSession } from './support/xvnc.js';
+
+const run = promisify(execFile);
+const key = Buffer.alloc(32, 42);
+const otherKey = Buffer.alloc(32, 43);
+
+let xvnc: XvncSession;
+const proxies: DesktopProxy[] = [];
+
+beforeAll(async () => {
+  xvnc = await startXvnc();
+});
+afterEach(async () => {
+  await Promise.all(proxies.splice(0).map((p) => p.close()));
+});
+afterAll(async () => {
+  await xvnc?.stop();
+});
+
+async function start(overrides: Partial<DesktopProxyOptions> = {}) {
+  const logs = capturingLogger();
+  const proxy = createDesktopProxy({
+    target: `unix:${xvnc.socketPath}`,
+    auth: ticketAuthenticator({ key, user: 'alice', session: 'job-1' }),
+    logger: logs.logger,
+    ...overrides,
+  });
+  proxies.push(proxy);
+  const { port } = await proxy.listen(0, '127.0.0.1');
+  return { proxy, logs, base: `127.0.0.1:${port}`, ws: `ws://127.0.0.1:${port}/websockify` };
+}
+
+const ticket = (user = 'alice', k = key) => issueTicket(k, { user, session: 'job-1' });
+
+describe('WebSocket to VNC', () => {
+  test('the owner reaches the VNC server with the binary subprotocol or none', async () => {
+    const { ws, logs } = await start();
+    for (const protocols of [['binary'], []]) {
+      const opened = await mustOpen(`${ws}?ticket=${ticket()}`, protocols);
+      expect(opened.protocol).toBe(protocols[0] ?? '');
+      const hello = await opened.next();
+      expect(hello.toString('latin1')).toMatch(/^RFB 003\.00\d\n$/);
+      opened.ws.close();
+      await closed(opened.ws);
+    }
+    await waitFor(
+      () => logs.records().filter((r) => r.event === 'disconnect').length === 2,
+      'disconnect logs',
+    );
+    const connects = logs.records().filter((r) => r.event === 'connect');
+    expect(connects.map((r) => r.user)).toEqual(['alice', 'alice']);
+  });
+
+  test('a subprotocol list without binary is refused', async () => {
+    const { ws } = await start();
+    const res = await openWs(`${ws}?ticket=${ticket()}`, ['base64']);
+    expect(res).toMatchObject({ kind: 'refused', status: 400 });
+  });
+
+  test('text frames close the session as a policy violation', async () => {
+    const { ws, logs } = await start();
+    const opened = await mustOpen(`${ws}?ticket=${ticket()}`);
+    await opened.next();
+    opened.ws.send('RFB 003.008\n');
+    expect((await closed(opened.ws)).code).toBe(1008);
+    await waitFor(
+      () => logs.records().some((r) => r.event === 'disconnect' && r.reason === 'text-frame'),
+      'text-frame log',
+    );
+  });
+
+  test('a protocol violation from the client closes both sides (fail closed)', async () => {
+    const { ws, logs } = await start();
+    const opened = await mustOpen(`${ws}?ticket=${ticket()}`);
+    await opened.next();
+    opened.ws.send(Buffer.from('HTTP/1.1 200\n'));
+    expect((await closed(opened.ws)).code).toBe(1008);
+    await waitFor(
+      () => logs.records().some((r) => r.event === 'disconnect' && r.reason === 'protocol-error'),
+      'protocol-error log',
+    );
+    const rec = logs.records().find((r) => r.reason === 'protocol-error');
+    expect(typeof rec?.detail).toBe('string');
+  });
+
+  test('an unreachable VNC server is answered with 502 and logged', async () => {
+    const { ws, logs } = await start({ target: `unix:${join(xvnc.dir, 'missing.sock')}` });
+    expect(await openWs(`${ws}?ticket=${ticket()}`)).toMatchObject({
+      kind: 'refused',
+      status: 502,
+    });
+    expect(logs.records().some((r) => r.reason === 'target-unreachable')).toBe(true);
+  });
+});
+
+describe('refusals', () => {
+  test('unauthenticated, forged, expired, wrong-user and wrong-origin attempts are refused and logged without secrets', async () => {
+    const { ws, logs, base } = await start();
+    const forged = ticket('alice', otherKey);
+    const expired = issueTicket(key, {
+      user: 'alice',
+      session: 'job-1',
+      ttlSeconds: 60,
+      now: Date.now() - 120_000,
+    });
+    const bob = ticket('bob');
+    const good = ticket();
+    const cases: Array<[string, Record<string, string>, number, string]> = [
+      [ws, {}, 401, 'no-credentials'],
+      [`${ws}?ticket=${forged}`, {}, 401, 'ticket-bad-signature'],
+      [`${ws}?ticket=${expired}`, {}, 401, 'ticket-expired'],
+      [`${ws}?ticket=${bob}`, {}, 403, 'wrong-user'],
+      [`${ws}?ticket=${good}`, { Origin: 'https://evil.example' }, 403, 'origin-not-allowed'],
+      [`ws://${base}/other?ticket=${good}`, {}, 404, 'not-found'],
+    ];
+    for (const [url, headers, status, reason] of cases) {
+      const res = await openWs(url, ['binary'], { headers });
+      expect(res).toMatchObject({ kind: 'refused', status, body: `${reason}\n` });
+    }
+    const refusals = logs.records().filter((r) => r.event === 'refused');
+    expect(refusals.map((r) => [r.status, r.reason])).toEqual(
+      cases.map(([, , status, reason]) => [status, reason]),
+    );
+    expect(refusals.find((r) => r.reason === 'wrong-user')?.user).toBe('bob');
+    const allLogs = logs.lines.join('');
+    for (const secret of [forged, expired, bob, good]) {
+      expect(allLogs).not.toContain(secret);
+      expect(allLogs).not.toContain(secret.split('.')[4]);
+    }
+  });
+
+  test('the same host is an allowed origin; so is an allow-listed one', async () => {
+    const { ws, base } = await start({ allowedOrigins: ['https://hub.example.org'] });
+    for (const origin of [`http://${base}`, 'https://hub.example.org']) {
+      const res = await openWs(`${ws}?ticket=${ticket()}`, ['binary'], { origin });
+      expect(res.kind).toBe('open');
+      if (res.kind === 'open') res.ws.terminate();
+    }
+  });
+
+  test('the auth-check endpoint tells the page why it would be refused', async () => {
+    const { base, logs } = await start();
+    const refused = await fetch(`http://${base}/auth-check?ticket=${ticket('bob')}`);
+    expect(refused.status).toBe(403);
+    expect(await refused.json()).toEqual({ reason: 'wrong-user' });
+    const ok = await fetch(`http://${base}/auth-check?ticket=${ticket()}`);
+    expect(ok.status).toBe(204);
+    expect(logs.records().filter((r) => r.event === 'refused')).toHaveLength(1);
+  });
+
+  test('no-auth mode refuses to listen on a non-loopback address', async () => {
+    const proxy = createDesktopProxy({
+      target: `unix:${xvnc.socketPath}`,
+      auth: insecureNoAuthenticator(),
+      logger: capturingLogger().logger,
+    });
+    await expect(proxy.listen(0, '0.0.0.0')).rejects.toThrow(ConfigError);
+    expect(proxy.address()).toBeNull();
+  });
+});
+
+describe('limits', () => {
+  test('an idle session is closed after the idle timeout, with code 4001', async () => {
+    const { ws, logs } = await start({ idleTimeoutSeconds: 1 });
+    const opened = await mustOpen(`${ws}?ticket=${ticket()}`);
+    const t0 = Date.now();
+    await opened.next();
+    const { code } = await closed(opened.ws);
+    const elapsed = Date.now() - t0;
+    expect(code).toBe(4001);
+    expect(elapsed).toBeGreaterThanOrEqual(900);
+    expect(elapsed).toBeLessThan(5000);
+    await waitFor(
+      () => logs.records().some((r) => r.event === 'disconnect' && r.reason === 'idle-timeout'),
+      'idle log',
+    );
+  });
+
+  test('traffic keeps a session alive past the idle timeout', async () => {
+    const { ws } = await start({ idleTimeoutSeconds: 1 });
+    const opened = await mustOpen(`${ws}?ticket=${ticket()}`);
+    await opened.next();
+    opened.ws.send(Buffer.from('RFB 003.008\n'));
+    let closedEarly = false;
+    opened.ws.once('close', () => (closedEarly = true));
+    // Security type None, then ClientInit (shared), then a stream of tiny pointer events.
+    await new Promise((r) => setTimeout(r, 200));
+    opened.ws.send(Buffer.from([1]));
+    await new Promise((r) => setTimeout(r, 200));
+    opened.ws.send(Buffer.from([1]));
+    for (let i = 0; i < 8; i++) {
+      await new Promise((r) => setTimeout(r, 250));
+      opened.ws.send(Buffer.from([5, 0, 0, i, 0, i]));
+    }
+    expect(closedEarly).toBe(false);
+    opened.ws.terminate();
+  });
+
+  test('connections beyond the cap are refused with 503 until a slot frees', async () => {
+    const { ws, logs } = await start({ maxConnections: 2 });
+    const a = await openWs(`${ws}?ticket=${ticket()}`);
+    const b = await openWs(`${ws}?ticket=${ticket()}`);
+    expect([a.kind, b.kind]).toEqual(['open', 'open']);
+    expect(await openWs(`${ws}?ticket=${ticket()}`)).toMatchObject({
+      kind: 'refused',
+      status: 503,
+    });
+    expect(logs.records().some((r) => r.reason === 'max-connections')).toBe(true);
+    if (a.kind !== 'open') throw new Error('unreachable');
+    a.ws.close();
+    await closed(a.ws);
+    await waitFor(
+      () => logs.records().filter((r) => r.event === 'disconnect').length === 1,
+      'slot release',
+    );
+    const c = await openWs(`${ws}?ticket=${ticket()}`);
+    expect(c.kind).toBe('open');
+    for (const r of [b, c]) if (r.kind === 'open') r.ws.terminate();
+  });
+});
+
+describe('page and metrics', () => {
+  test('the page is served with a strict CSP and the clipboard permissions off', async () => {
+    const { base } = await start();
+    for (const path of ['/', '/vnc.html']) {
+      const res = await fetch(`http://${base}${path}`);
+      expect(res.status).toBe(200);
+      expect(res.headers.get('content-type')).toBe('text/html; charset=utf-8');
+      expect(res.headers.get('permissions-policy')).toBe('clipboard-read=(), clipboard-write=()');
+      expect(res.headers.get('content-security-policy')).toContain("script-src 'self'");
+      expect(res.headers.get('content-security-policy')).toContain("default-src 'none'");
+      expect(await res.text()).toContain('app.js');
+    }
+    const rfb = await fetch(`http://${base}/novnc/core/rfb.js`);
+    expect(rfb.headers.get('content-type')).toBe('text/javascript; charset=utf-8');
+    expect(await rfb.text()).toContain('export default class RFB');
+    const pako = await fetch(`http://${base}/novnc/vendor/pako/lib/zlib/inflate.js`);
+    expect(pako.status).toBe(200);
+    for (const path of [
+      '/novnc/package.json',
+      '/../package.json',
+      '/novnc/core/../../package.json',
+      '/app.ts',
+    ]) {
+      expect((await fetch(`http://${base}${path}`)).status).toBe(404);
+    }
+    expect((await fetch(`http://${base}/`, { method: 'POST' })).status).toBe(405);
+  });
+
+  test('metrics count connections, bytes and refusals', async () => {
+    const { base, ws } = await start();
+    const opened = await mustOpen(`${ws}?ticket=${ticket()}`);
+    await opened.next();
+    opened.ws.terminate();
+    await openWs(ws);
+    const text = await (await fetch(`http://${base}/metrics`)).text();
+    expect(text).toMatch(/^desktop_proxy_connections_total 1$/m);
+    expect(text).toMatch(/^desktop_proxy_bytes_total\{direction="server-to-client"\} 12$/m);
+    expect(text).toMatch(/^desktop_proxy_refusals_total\{reason="no-credentials"\} 1$/m);
+  });
+});
+
+describe('TLS', () => {
+  let dir: string;
+  beforeAll(async () => {
+    dir = await mkdtemp(join(tmpdir(), 'dp-tls-'));
+    await run('openssl', [
+      'req',
+      '-x509',
+      '-newkey',
+      'ec',
+      '-pkeyopt',
+      'ec_paramgen_curve:P-256',
+      '-nodes',
+      '-keyout',
+      join(dir, 'key.pem'),
+      '-out',
+      join(dir, 'cert.pem'),
+      '-days',
+      '1',
+      '-subj',
+      '/CN=localhost',
+      '-addext',
+      'subjectAltName=IP:127.0.0.1',
+    ]);
+  });
+  afterAll(async () => {
+    await rm(dir, { recursive: true, force: true });
+  });
+
+  test('serves the page over HTTPS and the desktop over WSS', async () => {
+    const cert = await readFile(join(dir, 'cert.pem'));
+    const { ws, base } = await start({
+      tls: { cert, key: await readFile(join(dir, 'key.pem')) },
+    });
+    const status = await new Promise<number>((resolve, reject) =>
+      httpsRequest(`https://${base}/`, { ca: cert }, (res) => {
+        res.resume();
+        resolve(res.statusCode ?? 0);
+      })
+        .on('error', reject)
+        .end(),
+    );
+    expect(status).toBe(200);
+    const opened = await mustOpen(`${ws.replace('ws:', 'wss:')}?ticket=${ticket()}`, ['binary'], {
+      ca: cert,
+    });
+    expect((await opened.next()).toString('latin1')).toMatch(/^RFB 003/);
+    opened.ws.terminate();
+  });
+});
