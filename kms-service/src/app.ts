@@ -1,0 +1,440 @@
+/**
+ * The HTTP shell: OpenAPI validation, hub authentication, thin routes onto {@link Kms}, errors as
+ * JSON. Routes only translate; every decision happens in the policy, every change in Kms.
+ */
+import { createHash, timingSafeEqual } from 'node:crypto';
+import { once } from 'node:events';
+import { readFileSync } from 'node:fs';
+import { fileURLToPath } from 'node:url';
+import express, { type NextFunction, type Request, type Response } from 'express';
+import * as OpenApiValidator from 'express-openapi-validator';
+import type { Logger } from 'pino';
+import { exportLines } from './audit.js';
+import { KmsError } from './errors.js';
+import { HubUnavailableError, tokenFromHeader, type Authenticator } from './hub-auth.js';
+import type { HubUser, Kms } from './kms.js';
+import type { Metrics } from './metrics.js';
+
+export const OPENAPI_PATH = fileURLToPath(new URL('../openapi.yaml', import.meta.url));
+
+export interface AppOptions {
+  kms: Kms;
+  auth: Authenticator;
+  logger: Logger;
+  metrics: Metrics;
+  /** If set, /metrics requires `Authorization: Bearer <this>`. */
+  metricsToken?: string;
+  /** Set while shutting down: new requests get 503. */
+  isDraining?: () => boolean;
+}
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    user?: HubUser;
+  }
+}
+
+function digest(s: string): Buffer {
+  return createHash('sha256').update(s).digest();
+}
+
+/** Route handler wrapper: sync or async handlers, errors to the error middleware. */
+type Handler = (req: Request, res: Response) => unknown;
+const h =
+  (fn: Handler) =>
+  (req: Request, res: Response, next: NextFunction): void => {
+    try {
+      const r = fn(req, res);
+      if (r instanceof Promise) r.catch(next);
+    } catch (e) {
+      next(e);
+    }
+  };
+
+function user(req: Request): HubUser {
+  // The auth middleware runs before every /v1 route except the public key.
+  return req.user!;
+}
+
+function param(req: Request, name: string): string {
+  return String(req.params[name]);
+}
+
+export function createApp(opts: AppOptions): express.Express {
+  const { kms, auth, logger, metrics } = opts;
+  const specText = readFileSync(OPENAPI_PATH, 'utf8');
+  const app = express();
+  app.disable('x-powered-by');
+  app.set('etag', false);
+  app.set('query parser', 'simple');
+
+  app.use((req, res, next) => {
+    if (opts.isDraining?.()) {
+      res.set('Connection', 'close');
+      res
+        .status(503)
+        .json({ error: { code: 'shutting_down', message: 'the KMS is shutting down' } });
+      return;
+    }
+    const start = process.hrtime.bigint();
+    res.on('finish', () => {
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      const route = (req.route?.path as string | undefined) ?? 'unmatched';
+      metrics.requests.observe({ method: req.method, route, status: res.statusCode }, seconds);
+      if (res.statusCode >= 500) {
+        logger.error(
+          {
+            method: req.method,
+            route,
+            status: res.statusCode,
+            user: req.user?.name,
+            ms: seconds * 1000,
+          },
+          'request failed',
+        );
+      } else if (logger.isLevelEnabled('debug')) {
+        logger.debug(
+          {
+            method: req.method,
+            route,
+            status: res.statusCode,
+            user: req.user?.name,
+            ms: seconds * 1000,
+          },
+          'request',
+        );
+      }
+    });
+    next();
+  });
+
+  app.get('/healthz', (_req, res) => {
+    kms.db.prepare('SELECT 1').get();
+    res.json({ status: 'ok', auditHead: kms.audit.head().seq });
+  });
+  app.get(
+    '/metrics',
+    h(async (req, res) => {
+      if (opts.metricsToken !== undefined) {
+        const given = tokenFromHeader(req.headers.authorization) ?? '';
+        if (!timingSafeEqual(digest(given), digest(opts.metricsToken))) {
+          res
+            .status(401)
+            .json({ error: { code: 'unauthorized', message: 'metrics token required' } });
+          return;
+        }
+      }
+      res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+    }),
+  );
+  app.get('/openapi.yaml', (_req, res) => {
+    res.type('application/yaml').send(specText);
+  });
+  app.get('/v1/audit/public-key', (_req, res) => {
+    res.type('text/plain').send(kms.audit.signer.publicKeyPem());
+  });
+
+  app.use('/v1', (req: Request, _res: Response, next: NextFunction) => {
+    const token = tokenFromHeader(req.headers.authorization);
+    if (!token) {
+      next(new KmsError(401, 'unauthorized', 'send Authorization: token <JupyterHub API token>'));
+      return;
+    }
+    auth.resolve(token).then((u) => {
+      if (!u) {
+        next(new KmsError(401, 'unauthorized', 'the hub does not know this token'));
+        return;
+      }
+      req.user = u;
+      next();
+    }, next);
+  });
+
+  app.use(express.json({ limit: '2mb', type: () => true }));
+  app.use(
+    OpenApiValidator.middleware({
+      apiSpec: OPENAPI_PATH,
+      validateRequests: { allowUnknownQueryParameters: false, coerceTypes: true },
+      validateResponses: false,
+      validateSecurity: false,
+      ignoreUndocumented: false,
+      ignorePaths: /^\/(healthz|metrics|openapi\.yaml)$/,
+    }),
+  );
+
+  const r = express.Router();
+  r.get(
+    '/me',
+    h((req, res) => res.json(kms.me(user(req)))),
+  );
+  r.put(
+    '/me',
+    h((req, res) => res.json(kms.register(user(req), req.body))),
+  );
+  r.post(
+    '/me/agreement',
+    h((req, res) => res.json(kms.acceptAgreement(user(req), req.body.version))),
+  );
+  r.post(
+    '/me/keys',
+    h((req, res) => res.status(201).json(kms.addKek(user(req), req.body.publicKey))),
+  );
+  r.get(
+    '/me/keyfile',
+    h((req, res) => res.json(kms.getKeyFile(user(req)))),
+  );
+  r.put(
+    '/me/keyfile',
+    h((req, res) => res.json(kms.putKeyFile(user(req), req.body))),
+  );
+  r.post(
+    '/me/notifications',
+    h((req, res) => res.status(201).json(kms.notify(user(req), req.body.kind, req.body.message))),
+  );
+  r.get(
+    '/me/vault',
+    h((req, res) => res.json(kms.getVault(user(req)))),
+  );
+  r.put(
+    '/me/vault',
+    h((req, res) => res.json(kms.putVault(user(req), req.body))),
+  );
+  r.post(
+    '/me/recoveries',
+    h((req, res) =>
+      res.status(201).json(kms.requestRecovery(user(req), req.body.recoveryPublicKey)),
+    ),
+  );
+  r.get(
+    '/me/recoveries/:recoveryId',
+    h((req, res) => res.json(kms.getRecovery(user(req), Number(req.params.recoveryId)))),
+  );
+  r.get(
+    '/people/:username/keys',
+    h((req, res) => res.json(kms.listKeks(user(req), param(req, 'username')))),
+  );
+  r.get(
+    '/trustee/recoveries',
+    h((req, res) => res.json(kms.trusteeRecoveries(user(req)))),
+  );
+  r.post(
+    '/trustee/recoveries/:recoveryId/approve',
+    h((req, res) =>
+      res.json(kms.approveRecovery(user(req), Number(req.params.recoveryId), req.body.wrapped)),
+    ),
+  );
+  r.get(
+    '/admin/notifications',
+    h((req, res) =>
+      res.json(
+        kms.listNotifications(
+          user(req),
+          Number(req.query.after ?? 0),
+          Number(req.query.limit ?? 100),
+        ),
+      ),
+    ),
+  );
+  r.put(
+    '/admin/people/:username/trainings/:kind',
+    h((req, res) =>
+      res.json(
+        kms.recordTraining(
+          user(req),
+          param(req, 'username'),
+          param(req, 'kind') as never,
+          req.body,
+        ),
+      ),
+    ),
+  );
+  r.put(
+    '/admin/people/:username/trustee',
+    h((req, res) => res.json(kms.setTrustee(user(req), param(req, 'username'), req.body.trustee))),
+  );
+  r.get(
+    '/audit/export',
+    h(async (req, res) => {
+      kms.authorizeAuditExport(user(req));
+      res.type('application/x-ndjson');
+      for (const line of exportLines(kms.db, kms.audit.signer.publicKeyPem())) {
+        if (!res.write(line + '\n')) await once(res, 'drain');
+      }
+      res.end();
+    }),
+  );
+  r.post(
+    '/projects',
+    h((req, res) => res.status(201).json(kms.propose(user(req), req.body))),
+  );
+  r.get(
+    '/projects/:projectId',
+    h((req, res) => res.json(kms.getProject(user(req), param(req, 'projectId')))),
+  );
+  r.post(
+    '/projects/:projectId/consent',
+    h((req, res) => res.json(kms.consent(user(req), param(req, 'projectId')))),
+  );
+  r.post(
+    '/projects/:projectId/close',
+    h((req, res) => res.json(kms.closeProject(user(req), param(req, 'projectId')))),
+  );
+  r.post(
+    '/projects/:projectId/members',
+    h((req, res) =>
+      res.status(201).json(kms.addMember(user(req), param(req, 'projectId'), req.body)),
+    ),
+  );
+  r.delete(
+    '/projects/:projectId/members/:username',
+    h((req, res) =>
+      res.json(kms.removeMember(user(req), param(req, 'projectId'), param(req, 'username'))),
+    ),
+  );
+  r.post(
+    '/projects/:projectId/epochs',
+    h((req, res) =>
+      res.status(201).json(kms.publishEpoch(user(req), param(req, 'projectId'), req.body)),
+    ),
+  );
+  r.get(
+    '/projects/:projectId/key',
+    h((req, res) => {
+      const epoch = req.query.epoch === undefined ? undefined : Number(req.query.epoch);
+      res.json(kms.releaseProjectKey(user(req), param(req, 'projectId'), epoch));
+    }),
+  );
+  r.get(
+    '/projects/:projectId/grants',
+    h((req, res) => res.json(kms.listGrants(user(req), param(req, 'projectId')))),
+  );
+  r.post(
+    '/projects/:projectId/grants/:grantId',
+    h((req, res) =>
+      res.json(
+        kms.completeGrant(
+          user(req),
+          param(req, 'projectId'),
+          Number(req.params.grantId),
+          req.body.wrapped,
+        ),
+      ),
+    ),
+  );
+  r.post(
+    '/projects/:projectId/files',
+    h((req, res) =>
+      res.status(201).json(kms.registerFiles(user(req), param(req, 'projectId'), req.body.files)),
+    ),
+  );
+  r.get(
+    '/projects/:projectId/files/keys',
+    h(async (req, res) => {
+      const { count, chunks } = kms.streamFileKeys(user(req), param(req, 'projectId'));
+      res.status(200).type('application/x-ndjson').set('X-File-Count', String(count));
+      let closed = false;
+      res.on('close', () => {
+        closed = true;
+      });
+      for (const chunk of chunks) {
+        if (closed) return;
+        if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+      }
+      res.end();
+    }),
+  );
+  r.get(
+    '/projects/:projectId/files/:fileId/key',
+    h((req, res) =>
+      res.json(kms.releaseFileKey(user(req), param(req, 'projectId'), param(req, 'fileId'))),
+    ),
+  );
+  r.post(
+    '/projects/:projectId/files/:fileId/recipients',
+    h((req, res) =>
+      res
+        .status(201)
+        .json(kms.addRecipient(user(req), param(req, 'projectId'), param(req, 'fileId'), req.body)),
+    ),
+  );
+  r.get(
+    '/projects/:projectId/files/:fileId/review-key',
+    h((req, res) =>
+      res.json(kms.releaseReviewKey(user(req), param(req, 'projectId'), param(req, 'fileId'))),
+    ),
+  );
+  app.use('/v1', r);
+
+  // Express 5 needs all four parameters to recognise an error handler.
+  app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
+    if (res.headersSent) {
+      logger.error({ err: errorSummary(err) }, 'error after the response started');
+      res.destroy();
+      return;
+    }
+    if (err instanceof KmsError) {
+      res.status(err.status).json({
+        error: {
+          code: err.code,
+          message: err.message,
+          ...(err.reason ? { reason: err.reason } : {}),
+        },
+      });
+      return;
+    }
+    if (err instanceof HubUnavailableError) {
+      logger.error({ err: err.message }, 'hub unavailable');
+      res
+        .status(503)
+        .json({ error: { code: 'hub_unavailable', message: 'cannot verify the token right now' } });
+      return;
+    }
+    const status = (err as { status?: unknown }).status;
+    if ((err as { type?: unknown }).type === 'entity.parse.failed') {
+      // The parser's message quotes the body, which may hold secrets.
+      res
+        .status(400)
+        .json({ error: { code: 'invalid_json', message: 'the request body is not valid JSON' } });
+      return;
+    }
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      res
+        .status(status)
+        .json({ error: { code: codeFor(status), message: validationMessage(err) } });
+      return;
+    }
+    logger.error({ err: errorSummary(err), method: req.method, path: req.path }, 'internal error');
+    res.status(500).json({ error: { code: 'internal', message: 'internal error' } });
+  });
+  return app;
+}
+
+function codeFor(status: number): string {
+  return (
+    {
+      400: 'invalid_request',
+      401: 'unauthorized',
+      404: 'not_found',
+      405: 'method_not_allowed',
+      413: 'too_large',
+      415: 'unsupported_media_type',
+    }[status] ?? 'invalid_request'
+  );
+}
+
+/** The validator's messages name the field and the rule; bodies are never echoed. */
+function validationMessage(err: unknown): string {
+  const e = err as { message?: unknown; errors?: Array<{ path?: string; message?: string }> };
+  if (Array.isArray(e.errors) && e.errors.length > 0) {
+    return e.errors
+      .slice(0, 5)
+      .map((x) => `${x.path ?? ''} ${x.message ?? ''}`.trim())
+      .join('; ');
+  }
+  return typeof e.message === 'string' ? e.message.slice(0, 300) : 'invalid request';
+}
+
+function errorSummary(err: unknown): { name?: string; message?: string; stack?: string } {
+  if (err instanceof Error) return { name: err.name, message: err.message, stack: err.stack };
+  return { message: String(err) };
+}

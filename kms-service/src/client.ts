@@ -1,0 +1,350 @@
+/**
+ * Typed client for the KMS, used by the uploader, trefs and the spawner bridge. Fetch-based;
+ * every non-2xx answer becomes a {@link KmsClientError} carrying the server's code and reason.
+ */
+import type { KeyFile, WrappedKey } from '@tre/crypto';
+import type { Role, TrainingKind } from './policy.js';
+
+export interface KmsClientOptions {
+  baseUrl: string;
+  /** A JupyterHub API token of the user on whose behalf the client acts. */
+  token: string;
+  fetch?: typeof fetch;
+}
+
+export class KmsClientError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+    readonly reason?: string,
+  ) {
+    super(message);
+    this.name = 'KmsClientError';
+  }
+}
+
+export interface KekView {
+  kid: string;
+  kem: string;
+  publicKey: string;
+}
+
+export interface MeView {
+  username: string;
+  admin: boolean;
+  registered: boolean;
+  organisation: string | null;
+  email: string | null;
+  trustee: boolean;
+  agreement: { accepted: string | null; current: string };
+  trainings: Array<{ kind: TrainingKind; completedAt: string; expiresAt: string }>;
+  kek: KekView | null;
+}
+
+export interface MemberView {
+  username: string;
+  role: Role;
+  validFrom: string | null;
+  validUntil: string | null;
+  consentedAt: string | null;
+}
+
+export interface ProjectView {
+  id: string;
+  title: string;
+  description: string;
+  pi: string;
+  state: 'proposed' | 'active' | 'closed';
+  createdAt: string;
+  closedAt: string | null;
+  epoch: number;
+  rotationDue: boolean;
+  publicKey: { epoch: number; kid: string; kem: string; publicKey: string } | null;
+  members: MemberView[];
+}
+
+export interface ProjectKeyRelease {
+  projectId: string;
+  epoch: number;
+  kem: string;
+  kid: string;
+  publicKey: string;
+  wrapped: WrappedKey | null;
+  volumeKey: WrappedKey | null;
+  previous: WrappedKey | null;
+}
+
+export interface GrantView {
+  id: number;
+  username: string;
+  role: Role | null;
+  epoch: number;
+  createdAt: string;
+  kek: KekView | null;
+}
+
+export interface FileRegistration {
+  fileId: string;
+  size: number;
+  sha256: string;
+  epoch: number;
+  wrapped: WrappedKey;
+}
+
+export interface FileKeyRelease {
+  fileId: string;
+  epoch: number;
+  size: number;
+  sha256: string;
+  wrapped: WrappedKey;
+}
+
+export interface RecoveryView {
+  id: number;
+  state: 'open' | 'ready' | 'cancelled';
+  threshold: number;
+  approvals: number;
+  shares: Array<{ trustee: string; wrapped: WrappedKey }>;
+}
+
+export interface TrusteeRecoveryView {
+  id: number;
+  username: string;
+  recoveryPublicKey: string;
+  createdAt: string;
+  share: WrappedKey;
+}
+
+export interface VaultView {
+  kid: string;
+  threshold: number;
+  shares: number;
+  trustees: string[];
+  createdAt: string;
+}
+
+const enc = encodeURIComponent;
+
+export class KmsClient {
+  private readonly base: string;
+  private readonly fetchFn: typeof fetch;
+
+  constructor(private readonly opts: KmsClientOptions) {
+    this.base = opts.baseUrl.replace(/\/+$/, '');
+    this.fetchFn = opts.fetch ?? fetch;
+  }
+
+  private async raw(method: string, path: string, body?: unknown): Promise<Response> {
+    const res = await this.fetchFn(this.base + path, {
+      method,
+      headers: {
+        Authorization: `token ${this.opts.token}`,
+        Accept: 'application/json',
+        ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
+      },
+      ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+    });
+    if (!res.ok) {
+      let err: { code?: string; message?: string; reason?: string } = {};
+      try {
+        err = ((await res.json()) as { error?: typeof err }).error ?? {};
+      } catch {
+        // not JSON: the status alone has to do
+      }
+      throw new KmsClientError(
+        res.status,
+        err.code ?? 'http_error',
+        err.message ?? `HTTP ${res.status}`,
+        err.reason,
+      );
+    }
+    return res;
+  }
+
+  private async call<T>(method: string, path: string, body?: unknown): Promise<T> {
+    return (await (await this.raw(method, path, body)).json()) as T;
+  }
+
+  me(): Promise<MeView> {
+    return this.call('GET', '/v1/me');
+  }
+  register(organisation: string, email?: string): Promise<MeView> {
+    return this.call('PUT', '/v1/me', { organisation, ...(email ? { email } : {}) });
+  }
+  acceptAgreement(version: string): Promise<MeView> {
+    return this.call('POST', '/v1/me/agreement', { version });
+  }
+  addKek(publicKey: string): Promise<KekView> {
+    return this.call('POST', '/v1/me/keys', { publicKey });
+  }
+  listKeks(username: string): Promise<Array<KekView & { createdAt: string; current: boolean }>> {
+    return this.call('GET', `/v1/people/${enc(username)}/keys`);
+  }
+  putKeyFile(file: KeyFile): Promise<{ kid: string }> {
+    return this.call('PUT', '/v1/me/keyfile', file);
+  }
+  getKeyFile(): Promise<KeyFile> {
+    return this.call('GET', '/v1/me/keyfile');
+  }
+  notify(
+    kind: 'security_issue' | 'anomaly' | 'too_many_rights' | 'change_of_institute',
+    message: string,
+  ): Promise<{ id: number }> {
+    return this.call('POST', '/v1/me/notifications', { kind, message });
+  }
+
+  recordTraining(username: string, kind: TrainingKind, completedAt: string, expiresAt: string) {
+    return this.call<{ kind: TrainingKind; completedAt: string; expiresAt: string }>(
+      'PUT',
+      `/v1/admin/people/${enc(username)}/trainings/${kind}`,
+      { completedAt, expiresAt },
+    );
+  }
+  setTrustee(username: string, trustee: boolean): Promise<{ username: string; trustee: boolean }> {
+    return this.call('PUT', `/v1/admin/people/${enc(username)}/trustee`, { trustee });
+  }
+  listNotifications(
+    after = 0,
+    limit = 100,
+  ): Promise<
+    Array<{ id: number; username: string; kind: string; message: string; createdAt: string }>
+  > {
+    return this.call('GET', `/v1/admin/notifications?after=${after}&limit=${limit}`);
+  }
+  async exportAudit(): Promise<string> {
+    return (await this.raw('GET', '/v1/audit/export')).text();
+  }
+  async auditPublicKey(): Promise<string> {
+    return (await this.raw('GET', '/v1/audit/public-key')).text();
+  }
+
+  proposeProject(p: {
+    id: string;
+    title: string;
+    description?: string;
+    validUntil?: string;
+  }): Promise<ProjectView> {
+    return this.call('POST', '/v1/projects', p);
+  }
+  project(id: string): Promise<ProjectView> {
+    return this.call('GET', `/v1/projects/${enc(id)}`);
+  }
+  consent(id: string): Promise<ProjectView> {
+    return this.call('POST', `/v1/projects/${enc(id)}/consent`);
+  }
+  closeProject(id: string): Promise<ProjectView & { shredded: number }> {
+    return this.call('POST', `/v1/projects/${enc(id)}/close`);
+  }
+  addMember(
+    id: string,
+    m: { username: string; role: Role; validFrom?: string; validUntil?: string },
+  ) {
+    return this.call<{
+      username: string;
+      role: Role;
+      validFrom: string | null;
+      validUntil: string | null;
+      grantId: number | null;
+    }>('POST', `/v1/projects/${enc(id)}/members`, m);
+  }
+  removeMember(id: string, username: string): Promise<{ rotationDue: boolean }> {
+    return this.call('DELETE', `/v1/projects/${enc(id)}/members/${enc(username)}`);
+  }
+  publishEpoch(
+    id: string,
+    e: {
+      epoch: number;
+      publicKey: string;
+      volumeKey?: WrappedKey;
+      previous?: WrappedKey;
+      wraps: Array<{ username: string; wrapped: WrappedKey }>;
+    },
+  ): Promise<ProjectView> {
+    return this.call('POST', `/v1/projects/${enc(id)}/epochs`, e);
+  }
+  projectKey(id: string, epoch?: number): Promise<ProjectKeyRelease> {
+    return this.call(
+      'GET',
+      `/v1/projects/${enc(id)}/key${epoch !== undefined ? `?epoch=${epoch}` : ''}`,
+    );
+  }
+  grants(id: string): Promise<GrantView[]> {
+    return this.call('GET', `/v1/projects/${enc(id)}/grants`);
+  }
+  completeGrant(
+    id: string,
+    grantId: number,
+    wrapped: WrappedKey,
+  ): Promise<{ id: number; state: 'completed' }> {
+    return this.call('POST', `/v1/projects/${enc(id)}/grants/${grantId}`, { wrapped });
+  }
+  registerFiles(id: string, files: FileRegistration[]): Promise<{ registered: number }> {
+    return this.call('POST', `/v1/projects/${enc(id)}/files`, { files });
+  }
+  fileKey(id: string, fileId: string): Promise<FileKeyRelease> {
+    return this.call('GET', `/v1/projects/${enc(id)}/files/${enc(fileId)}/key`);
+  }
+  /** Every wrapped DEK of the project, streamed; memory stays flat for any project size. */
+  async *fileKeys(
+    id: string,
+  ): AsyncGenerator<{ fileId: string; epoch: number; wrapped: WrappedKey }> {
+    const res = await this.raw('GET', `/v1/projects/${enc(id)}/files/keys`);
+    if (!res.body) return;
+    const decoder = new TextDecoder();
+    let buf = '';
+    for await (const chunk of res.body as unknown as AsyncIterable<Uint8Array>) {
+      buf += decoder.decode(chunk, { stream: true });
+      let nl: number;
+      while ((nl = buf.indexOf('\n')) >= 0) {
+        const line = buf.slice(0, nl);
+        buf = buf.slice(nl + 1);
+        if (line) yield JSON.parse(line) as { fileId: string; epoch: number; wrapped: WrappedKey };
+      }
+    }
+    if (buf.trim()) yield JSON.parse(buf) as { fileId: string; epoch: number; wrapped: WrappedKey };
+  }
+  addRecipient(
+    id: string,
+    fileId: string,
+    username: string,
+    wrapped: WrappedKey,
+  ): Promise<{ fileId: string; username: string }> {
+    return this.call('POST', `/v1/projects/${enc(id)}/files/${enc(fileId)}/recipients`, {
+      username,
+      purpose: 'review',
+      wrapped,
+    });
+  }
+  reviewKey(
+    id: string,
+    fileId: string,
+  ): Promise<{ fileId: string; purpose: string; wrapped: WrappedKey }> {
+    return this.call('GET', `/v1/projects/${enc(id)}/files/${enc(fileId)}/review-key`);
+  }
+
+  putVault(
+    threshold: number,
+    shares: Array<{ trustee: string; wrapped: WrappedKey }>,
+  ): Promise<VaultView> {
+    return this.call('PUT', '/v1/me/vault', { threshold, shares });
+  }
+  vault(): Promise<VaultView> {
+    return this.call('GET', '/v1/me/vault');
+  }
+  requestRecovery(recoveryPublicKey: string): Promise<RecoveryView> {
+    return this.call('POST', '/v1/me/recoveries', { recoveryPublicKey });
+  }
+  recovery(id: number): Promise<RecoveryView> {
+    return this.call('GET', `/v1/me/recoveries/${id}`);
+  }
+  trusteeRecoveries(): Promise<TrusteeRecoveryView[]> {
+    return this.call('GET', '/v1/trustee/recoveries');
+  }
+  approveRecovery(
+    id: number,
+    wrapped: WrappedKey,
+  ): Promise<{ id: number; approvals: number; threshold: number }> {
+    return this.call('POST', `/v1/trustee/recoveries/${id}/approve`, { wrapped });
+  }
+}

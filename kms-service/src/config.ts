@@ -1,0 +1,152 @@
+/** Configuration: a YAML or JSON file, then environment variables on top. */
+import { readFileSync } from 'node:fs';
+import { dirname, resolve } from 'node:path';
+import YAML from 'yaml';
+
+export interface Config {
+  host: string;
+  port: number;
+  database: string;
+  /** 'normal' survives process crashes; 'full' also power loss (one fsync per change). */
+  synchronous: 'normal' | 'full';
+  /** Ed25519 key signing audit checkpoints; created with mode 0600 on first start. */
+  auditKey: string;
+  checkpointEvery: number;
+  agreementVersion: string;
+  hub: { apiUrl: string; apiToken?: string; cacheSeconds: number };
+  metricsToken?: string;
+  logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+}
+
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const LOG_LEVELS = ['fatal', 'error', 'warn', 'info', 'debug', 'trace', 'silent'];
+
+function str(v: unknown, what: string): string | undefined {
+  if (v === undefined || v === null) return undefined;
+  if (typeof v !== 'string' || v === '')
+    throw new ConfigError(`${what} must be a non-empty string`);
+  return v;
+}
+
+function int(v: unknown, what: string, min: number, max: number): number | undefined {
+  if (v === undefined || v === null) return undefined;
+  const n = typeof v === 'string' && v.trim() !== '' ? Number(v) : v;
+  if (typeof n !== 'number' || !Number.isInteger(n) || n < min || n > max) {
+    throw new ConfigError(`${what} must be an integer from ${min} to ${max}`);
+  }
+  return n;
+}
+
+/**
+ * Builds the configuration from an optional file and the environment. Paths in the file are
+ * relative to the file. JUPYTERHUB_* variables are what the hub gives a managed service.
+ */
+export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env): Config {
+  let raw: Record<string, unknown> = {};
+  const base = file ? dirname(resolve(file)) : process.cwd();
+  if (file) {
+    let text: string;
+    try {
+      text = readFileSync(file, 'utf8');
+    } catch (e) {
+      throw new ConfigError(`cannot read config file ${file}: ${(e as Error).message}`);
+    }
+    let parsed: unknown;
+    try {
+      parsed = YAML.parse(text);
+    } catch (e) {
+      throw new ConfigError(`config file ${file} is not YAML or JSON: ${(e as Error).message}`);
+    }
+    if (parsed !== null && parsed !== undefined) {
+      if (typeof parsed !== 'object' || Array.isArray(parsed)) {
+        throw new ConfigError(`config file ${file} must hold a mapping`);
+      }
+      raw = parsed as Record<string, unknown>;
+    }
+    const known = [
+      'host',
+      'port',
+      'database',
+      'synchronous',
+      'auditKey',
+      'checkpointEvery',
+      'agreementVersion',
+      'hub',
+      'metricsToken',
+      'logLevel',
+    ];
+    for (const k of Object.keys(raw)) {
+      if (!known.includes(k)) throw new ConfigError(`unknown setting ${k} in ${file}`);
+    }
+  }
+  const hubRaw = (raw.hub ?? {}) as Record<string, unknown>;
+  if (typeof hubRaw !== 'object' || Array.isArray(hubRaw))
+    throw new ConfigError('hub must be a mapping');
+  const path = (p: string | undefined): string | undefined =>
+    p === undefined ? undefined : resolve(base, p);
+
+  let host = str(env.TRE_KMS_HOST, 'TRE_KMS_HOST') ?? str(raw.host, 'host');
+  let port = int(env.TRE_KMS_PORT, 'TRE_KMS_PORT', 0, 65535) ?? int(raw.port, 'port', 0, 65535);
+  const serviceUrl = str(env.JUPYTERHUB_SERVICE_URL, 'JUPYTERHUB_SERVICE_URL');
+  if (serviceUrl) {
+    const u = new URL(serviceUrl);
+    host ??= u.hostname;
+    port ??= Number(u.port || 80);
+  }
+  const database =
+    str(env.TRE_KMS_DATABASE, 'TRE_KMS_DATABASE') ??
+    path(str(raw.database, 'database')) ??
+    resolve('tre-kms.sqlite');
+  const synchronous =
+    str(env.TRE_KMS_SYNCHRONOUS, 'TRE_KMS_SYNCHRONOUS') ??
+    str(raw.synchronous, 'synchronous') ??
+    'normal';
+  if (synchronous !== 'normal' && synchronous !== 'full')
+    throw new ConfigError('synchronous must be normal or full');
+  const logLevel =
+    str(env.TRE_KMS_LOG_LEVEL, 'TRE_KMS_LOG_LEVEL') ?? str(raw.logLevel, 'logLevel') ?? 'info';
+  if (!LOG_LEVELS.includes(logLevel))
+    throw new ConfigError(`logLevel must be one of ${LOG_LEVELS.join(', ')}`);
+  const apiUrl =
+    str(env.JUPYTERHUB_API_URL, 'JUPYTERHUB_API_URL') ?? str(hubRaw.apiUrl, 'hub.apiUrl');
+  if (!apiUrl)
+    throw new ConfigError('the hub API URL is required (hub.apiUrl or JUPYTERHUB_API_URL)');
+  try {
+    new URL(apiUrl);
+  } catch {
+    throw new ConfigError('the hub API URL is not a URL');
+  }
+  const apiToken =
+    str(env.JUPYTERHUB_API_TOKEN, 'JUPYTERHUB_API_TOKEN') ?? str(hubRaw.apiToken, 'hub.apiToken');
+  const metricsToken =
+    str(env.TRE_KMS_METRICS_TOKEN, 'TRE_KMS_METRICS_TOKEN') ??
+    str(raw.metricsToken, 'metricsToken');
+  return {
+    host: host ?? '127.0.0.1',
+    port: port ?? 8090,
+    database,
+    synchronous,
+    auditKey:
+      str(env.TRE_KMS_AUDIT_KEY, 'TRE_KMS_AUDIT_KEY') ??
+      path(str(raw.auditKey, 'auditKey')) ??
+      `${database}.audit-key.pem`,
+    checkpointEvery: int(raw.checkpointEvery, 'checkpointEvery', 1, 1_000_000) ?? 1000,
+    agreementVersion:
+      str(env.TRE_KMS_AGREEMENT_VERSION, 'TRE_KMS_AGREEMENT_VERSION') ??
+      str(raw.agreementVersion, 'agreementVersion') ??
+      '1',
+    hub: {
+      apiUrl,
+      ...(apiToken ? { apiToken } : {}),
+      cacheSeconds: int(hubRaw.cacheSeconds, 'hub.cacheSeconds', 0, 3600) ?? 30,
+    },
+    ...(metricsToken ? { metricsToken } : {}),
+    logLevel: logLevel as Config['logLevel'],
+  };
+}

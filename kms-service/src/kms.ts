@@ -1,0 +1,943 @@
+/**
+ * The KMS's operations. Each one asks the policy, changes the store and appends to the audit
+ * log inside one SQLite transaction, so an acknowledged change always has its audit entry.
+ * Nothing here can unwrap a key: records are checked for shape and stored as they came.
+ */
+import {
+  decodePublicKey,
+  parseKeyFile,
+  parseWrappedKey,
+  type PublicKey,
+  type WrappedKey,
+} from '@tre/crypto';
+import type { AuditLog } from './audit.js';
+import type { Db } from './db.js';
+import { badRequest, conflict, KmsError, notFound } from './errors.js';
+import {
+  decide,
+  type Action,
+  type ProjectFacts,
+  type Role,
+  type Subject,
+  type TrainingKind,
+} from './policy.js';
+import { FileStore } from './store/files.js';
+import { KeyStore } from './store/keys.js';
+import { NotificationStore, type NotificationKind } from './store/notifications.js';
+import { ProjectStore, type MemberRow, type ProjectRow } from './store/projects.js';
+import { PeopleStore } from './store/people.js';
+import { VaultStore } from './store/vault.js';
+
+/** Who is asking, as the hub says. */
+export interface HubUser {
+  name: string;
+  admin: boolean;
+}
+
+export interface KmsOptions {
+  agreementVersion: string;
+  now?: () => Date;
+  /** Called with each policy decision, for metrics. */
+  onDecision?: (action: Action, result: string) => void;
+}
+
+const KEY_HOLDER_ROLES: readonly Role[] = ['pi', 'researcher', 'data_owner'];
+const STREAM_PAGE = 2000;
+
+function wrappedJson(rec: unknown, what: string): { rec: WrappedKey; json: string } {
+  let parsed: WrappedKey;
+  try {
+    parsed = parseWrappedKey(rec);
+  } catch (e) {
+    throw badRequest('invalid_wrapped_key', `${what}: ${(e as Error).message}`);
+  }
+  return { rec: parsed, json: JSON.stringify(parsed) };
+}
+
+function publicKeyOf(text: string, what: string): PublicKey {
+  try {
+    return decodePublicKey(text);
+  } catch (e) {
+    throw badRequest('invalid_public_key', `${what}: ${(e as Error).message}`);
+  }
+}
+
+function iso(text: string | null | undefined, what: string): string | null {
+  if (text === undefined || text === null) return null;
+  const t = Date.parse(text);
+  if (Number.isNaN(t)) throw badRequest('invalid_time', `${what} is not a date-time`);
+  return new Date(t).toISOString();
+}
+
+interface Authorized {
+  subject: Subject;
+  project?: ProjectRow;
+  member?: MemberRow;
+}
+
+export class Kms {
+  readonly people: PeopleStore;
+  readonly projects: ProjectStore;
+  readonly keys: KeyStore;
+  readonly files: FileStore;
+  readonly vault: VaultStore;
+  readonly notifications: NotificationStore;
+  readonly agreementVersion: string;
+  private readonly now: () => Date;
+  private readonly onDecision: (action: Action, result: string) => void;
+
+  constructor(
+    readonly db: Db,
+    readonly audit: AuditLog,
+    opts: KmsOptions,
+  ) {
+    this.people = new PeopleStore(db);
+    this.projects = new ProjectStore(db);
+    this.keys = new KeyStore(db);
+    this.files = new FileStore(db);
+    this.vault = new VaultStore(db);
+    this.notifications = new NotificationStore(db);
+    this.agreementVersion = opts.agreementVersion;
+    this.now = opts.now ?? (() => new Date());
+    this.onDecision = opts.onDecision ?? (() => undefined);
+  }
+
+  private stamp(): string {
+    return this.now().toISOString();
+  }
+
+  private tx<T>(fn: () => T): T {
+    return this.db.transaction(fn)();
+  }
+
+  private log(actor: string, action: string, object: string, result = 'ok'): void {
+    this.audit.append({ actor, action, object, result });
+  }
+
+  subject(user: HubUser): Subject {
+    const person = this.people.facts(user.name);
+    return person
+      ? { username: user.name, admin: user.admin, person }
+      : { username: user.name, admin: user.admin };
+  }
+
+  /** Asks the policy; a denial is audit-logged and thrown. */
+  authorize(user: HubUser, action: Action, projectId?: string): Authorized {
+    const subject = this.subject(user);
+    let facts: ProjectFacts | null | undefined;
+    let project: ProjectRow | undefined;
+    let member: MemberRow | undefined;
+    if (projectId !== undefined) {
+      project = this.projects.get(projectId);
+      member = project ? this.projects.member(projectId, user.name) : undefined;
+      facts = project
+        ? {
+            closed: project.closed_at !== null,
+            consented: this.projects.consented(projectId),
+            ...(member
+              ? {
+                  membership: {
+                    role: member.role,
+                    validFrom: member.valid_from,
+                    validUntil: member.valid_until,
+                  },
+                }
+              : {}),
+          }
+        : null;
+    }
+    const d = decide(action, subject, facts, {
+      now: this.now(),
+      agreementVersion: this.agreementVersion,
+    });
+    if (!d.allow) {
+      this.onDecision(action, d.reason);
+      const object = projectId !== undefined ? `project:${projectId}` : `person:${user.name}`;
+      this.tx(() => this.log(user.name, action, object, `denied:${d.reason}`));
+      throw new KmsError(d.status, 'forbidden', d.message, d.reason);
+    }
+    this.onDecision(action, 'allow');
+    return { subject, ...(project ? { project } : {}), ...(member ? { member } : {}) };
+  }
+
+  // ---- people -------------------------------------------------------------------------------
+
+  me(user: HubUser) {
+    const p = this.people.get(user.name);
+    const kek = p ? this.people.currentKek(user.name) : undefined;
+    return {
+      username: user.name,
+      admin: user.admin,
+      registered: p !== undefined,
+      organisation: p?.organisation ?? null,
+      email: p?.email ?? null,
+      trustee: p?.trustee === 1,
+      agreement: { accepted: p?.agreement_version ?? null, current: this.agreementVersion },
+      trainings: p
+        ? this.people.trainings(user.name).map((t) => ({
+            kind: t.kind,
+            completedAt: t.completed_at,
+            expiresAt: t.expires_at,
+          }))
+        : [],
+      kek: kek ? { kid: kek.kid, kem: kek.kem, publicKey: kek.public_key } : null,
+    };
+  }
+
+  register(user: HubUser, body: { organisation: string; email?: string }) {
+    this.authorize(user, 'self');
+    this.tx(() => {
+      const created = this.people.upsert(
+        user.name,
+        body.organisation,
+        body.email ?? null,
+        this.stamp(),
+      );
+      this.log(
+        user.name,
+        created ? 'person.register' : 'person.update',
+        `person:${user.name} organisation:${body.organisation}`,
+      );
+    });
+    return this.me(user);
+  }
+
+  private requirePerson(user: HubUser): void {
+    if (!this.people.get(user.name)) {
+      throw new KmsError(409, 'not_registered', `${user.name} must register first (PUT /v1/me)`);
+    }
+  }
+
+  acceptAgreement(user: HubUser, version: string) {
+    this.authorize(user, 'self');
+    this.requirePerson(user);
+    if (version !== this.agreementVersion) {
+      throw conflict(
+        'agreement_version',
+        `the current user agreement is version ${this.agreementVersion}`,
+      );
+    }
+    this.tx(() => {
+      this.people.acceptAgreement(user.name, version, this.stamp());
+      this.log(user.name, 'agreement.accept', `person:${user.name} version:${version}`);
+    });
+    return this.me(user);
+  }
+
+  addKek(user: HubUser, publicKeyText: string) {
+    this.authorize(user, 'self');
+    this.requirePerson(user);
+    const pk = publicKeyOf(publicKeyText, 'publicKey');
+    if (this.people.kek(pk.kid))
+      throw conflict('duplicate_key', `key ${pk.kid} is already registered`);
+    this.tx(() => {
+      this.people.addKek(user.name, pk.kid, pk.kem, publicKeyText, this.stamp());
+      this.log(user.name, 'kek.add', `person:${user.name} kid:${pk.kid}`);
+    });
+    return { kid: pk.kid, kem: pk.kem, publicKey: publicKeyText };
+  }
+
+  listKeks(user: HubUser, username: string) {
+    this.authorize(user, 'self');
+    if (!this.people.get(username)) throw notFound(`person ${username}`);
+    return this.people.keks(username).map((k) => ({
+      kid: k.kid,
+      kem: k.kem,
+      publicKey: k.public_key,
+      createdAt: k.created_at,
+      current: k.retired_at === null,
+    }));
+  }
+
+  putKeyFile(user: HubUser, content: unknown) {
+    this.authorize(user, 'self');
+    this.requirePerson(user);
+    let kid: string;
+    try {
+      kid = parseKeyFile(content).kid;
+    } catch (e) {
+      throw badRequest('invalid_key_file', `key file: ${(e as Error).message}`);
+    }
+    const kek = this.people.kek(kid);
+    if (!kek || kek.username !== user.name) {
+      throw conflict('unknown_key', `register the key file's public key ${kid} first`);
+    }
+    this.tx(() => {
+      this.people.putKeyFile(user.name, kid, JSON.stringify(content), this.stamp());
+      this.log(user.name, 'keyfile.put', `person:${user.name} kid:${kid}`);
+    });
+    return { kid };
+  }
+
+  getKeyFile(user: HubUser): unknown {
+    this.authorize(user, 'self');
+    const f = this.people.keyFile(user.name);
+    if (!f) throw notFound('key file');
+    this.tx(() => this.log(user.name, 'keyfile.release', `person:${user.name} kid:${f.kid}`));
+    return JSON.parse(f.content);
+  }
+
+  notify(user: HubUser, kind: NotificationKind, message: string) {
+    this.authorize(user, 'self');
+    const id = this.tx(() => {
+      const id = this.notifications.add(user.name, kind, message, this.stamp());
+      this.log(user.name, 'notification.file', `notification:${id} kind:${kind}`);
+      return id;
+    });
+    return { id, kind };
+  }
+
+  listNotifications(user: HubUser, after: number, limit: number) {
+    this.authorize(user, 'admin');
+    return this.notifications.list(after, limit).map((n) => ({
+      id: n.id,
+      username: n.username,
+      kind: n.kind,
+      message: n.message,
+      createdAt: n.created_at,
+    }));
+  }
+
+  recordTraining(
+    user: HubUser,
+    username: string,
+    kind: TrainingKind,
+    body: { completedAt: string; expiresAt: string },
+  ) {
+    this.authorize(user, 'admin');
+    if (!this.people.get(username)) throw notFound(`person ${username}`);
+    const completed = iso(body.completedAt, 'completedAt')!;
+    const expires = iso(body.expiresAt, 'expiresAt')!;
+    if (expires <= completed)
+      throw badRequest('invalid_time', 'expiresAt must be after completedAt');
+    this.tx(() => {
+      this.people.recordTraining(username, kind, completed, expires, user.name);
+      this.log(user.name, 'training.record', `person:${username} kind:${kind} expires:${expires}`);
+    });
+    return { kind, completedAt: completed, expiresAt: expires };
+  }
+
+  setTrustee(user: HubUser, username: string, trustee: boolean) {
+    this.authorize(user, 'admin');
+    if (!this.people.get(username)) throw notFound(`person ${username}`);
+    this.tx(() => {
+      this.people.setTrustee(username, trustee, this.stamp());
+      this.log(user.name, 'trustee.set', `person:${username} trustee:${trustee}`);
+    });
+    return { username, trustee };
+  }
+
+  // ---- projects -----------------------------------------------------------------------------
+
+  projectView(id: string) {
+    const p = this.projects.get(id);
+    if (!p) throw notFound(`project ${id}`);
+    const key = p.epoch > 0 ? this.keys.epoch(id, p.epoch) : undefined;
+    return {
+      id: p.id,
+      title: p.title,
+      description: p.description,
+      pi: p.pi,
+      state: p.closed_at !== null ? 'closed' : this.projects.consented(id) ? 'active' : 'proposed',
+      createdAt: p.created_at,
+      closedAt: p.closed_at,
+      epoch: p.epoch,
+      rotationDue: p.rotation_due === 1,
+      publicKey: key
+        ? { epoch: key.epoch, kid: key.kid, kem: key.kem, publicKey: key.public_key }
+        : null,
+      members: this.projects.members(id).map((m) => ({
+        username: m.username,
+        role: m.role,
+        validFrom: m.valid_from,
+        validUntil: m.valid_until,
+        consentedAt: m.consented_at,
+      })),
+    };
+  }
+
+  propose(
+    user: HubUser,
+    body: { id: string; title: string; description?: string; validUntil?: string },
+  ) {
+    this.authorize(user, 'project.propose');
+    if (this.projects.get(body.id))
+      throw conflict('duplicate_project', `project ${body.id} exists`);
+    const now = this.stamp();
+    const until = iso(body.validUntil, 'validUntil');
+    this.tx(() => {
+      this.projects.create(body.id, body.title, body.description ?? '', user.name, now);
+      this.projects.addMember({
+        project_id: body.id,
+        username: user.name,
+        role: 'pi',
+        valid_from: null,
+        valid_until: until,
+        added_by: user.name,
+        added_at: now,
+      });
+      this.log(user.name, 'project.propose', `project:${body.id}`);
+    });
+    return this.projectView(body.id);
+  }
+
+  getProject(user: HubUser, id: string) {
+    this.authorize(user, 'project.read', id);
+    return this.projectView(id);
+  }
+
+  consent(user: HubUser, id: string) {
+    const { member } = this.authorize(user, 'project.consent', id);
+    if (member!.consented_at !== null) throw conflict('already_consented', 'consent already given');
+    this.tx(() => {
+      this.projects.consent(id, user.name, this.stamp());
+      const active = this.projects.consented(id);
+      this.log(user.name, 'project.consent', `project:${id}${active ? ' state:active' : ''}`);
+    });
+    return this.projectView(id);
+  }
+
+  addMember(
+    user: HubUser,
+    id: string,
+    body: { username: string; role: Role; validFrom?: string; validUntil?: string },
+  ) {
+    const { project } = this.authorize(user, 'member.add', id);
+    if (!this.people.get(body.username)) throw notFound(`person ${body.username}`);
+    if (this.projects.member(id, body.username)) {
+      throw conflict('already_member', `${body.username} is already a member`);
+    }
+    const from = iso(body.validFrom, 'validFrom');
+    const until = iso(body.validUntil, 'validUntil');
+    if (from !== null && until !== null && until <= from) {
+      throw badRequest('invalid_time', 'validUntil must be after validFrom');
+    }
+    const now = this.stamp();
+    let grantId: number | undefined;
+    this.tx(() => {
+      this.projects.addMember({
+        project_id: id,
+        username: body.username,
+        role: body.role,
+        valid_from: from,
+        valid_until: until,
+        added_by: user.name,
+        added_at: now,
+      });
+      this.log(user.name, 'member.add', `project:${id} member:${body.username} role:${body.role}`);
+      if (project!.epoch > 0 && KEY_HOLDER_ROLES.includes(body.role)) {
+        grantId = this.keys.createGrant(id, body.username, project!.epoch, now);
+        this.log(
+          user.name,
+          'grant.create',
+          `project:${id} grant:${grantId} member:${body.username} epoch:${project!.epoch}`,
+        );
+      }
+    });
+    return {
+      username: body.username,
+      role: body.role,
+      validFrom: from,
+      validUntil: until,
+      grantId: grantId ?? null,
+    };
+  }
+
+  removeMember(user: HubUser, id: string, username: string) {
+    this.authorize(user, 'member.remove', id);
+    const m = this.projects.member(id, username);
+    if (!m) throw notFound(`member ${username}`);
+    if (m.role === 'pi' && username === this.projects.get(id)!.pi) {
+      throw conflict(
+        'cannot_remove_pi',
+        'the proposing PI cannot be removed; close the project instead',
+      );
+    }
+    this.tx(() => {
+      const wraps = this.keys.deleteWrapsOf(id, username);
+      const recips = this.files.deleteRecipientsOf(id, username);
+      this.keys.cancelGrants(id, { username });
+      this.projects.removeMember(id, username);
+      this.projects.markRotationDue(id);
+      this.log(
+        user.name,
+        'member.remove',
+        `project:${id} member:${username} shredded:${wraps + recips}`,
+      );
+    });
+    return { rotationDue: true };
+  }
+
+  closeProject(user: HubUser, id: string) {
+    this.authorize(user, 'project.close', id);
+    const shredded = this.tx(() => {
+      const n = this.keys.shred(id) + this.files.shred(id);
+      this.keys.cancelGrants(id, {});
+      this.projects.close(id, this.stamp());
+      this.log(user.name, 'project.close', `project:${id} shredded:${n}`);
+      return n;
+    });
+    // Old page images of the shredded rows may still sit in the WAL; fold it into the zeroed file.
+    this.db.pragma('wal_checkpoint(TRUNCATE)');
+    return { ...this.projectView(id), shredded };
+  }
+
+  // ---- project keys and grants --------------------------------------------------------------
+
+  publishEpoch(
+    user: HubUser,
+    id: string,
+    body: {
+      epoch: number;
+      publicKey: string;
+      volumeKey?: unknown;
+      previous?: unknown;
+      wraps: Array<{ username: string; wrapped: unknown }>;
+    },
+  ) {
+    const { project } = this.authorize(user, 'epoch.publish', id);
+    const p = project!;
+    if (body.epoch !== p.epoch + 1) {
+      throw conflict('epoch', `the next epoch of ${id} is ${p.epoch + 1}`);
+    }
+    const pk = publicKeyOf(body.publicKey, 'publicKey');
+    if (p.epoch === 0 && body.volumeKey === undefined) {
+      throw badRequest('volume_key_required', 'the first epoch needs the wrapped volume key');
+    }
+    if (p.epoch > 0 && body.previous === undefined) {
+      throw badRequest(
+        'previous_required',
+        `a rotation needs epoch ${p.epoch}'s private key wrapped to the new key (previous)`,
+      );
+    }
+    const volume = body.volumeKey === undefined ? null : wrappedJson(body.volumeKey, 'volumeKey');
+    const previous = body.previous === undefined ? null : wrappedJson(body.previous, 'previous');
+    for (const r of [volume, previous]) {
+      if (r && r.rec.kid !== pk.kid) {
+        throw badRequest(
+          'wrong_recipient',
+          'volumeKey and previous must be wrapped to the new project key',
+        );
+      }
+    }
+    const wraps = body.wraps.map((w, i) => {
+      const m = this.projects.member(id, w.username);
+      if (!m || !KEY_HOLDER_ROLES.includes(m.role)) {
+        throw badRequest(
+          'not_a_key_holder',
+          `wraps[${i}]: ${w.username} is not a key-holding member`,
+        );
+      }
+      const { rec, json } = wrappedJson(w.wrapped, `wraps[${i}]`);
+      this.checkKekRecipient(w.username, rec, `wraps[${i}]`);
+      return { username: w.username, kid: rec.kid, json };
+    });
+    if (new Set(wraps.map((w) => w.username)).size !== wraps.length) {
+      throw badRequest('duplicate_member', 'each member may appear once in wraps');
+    }
+    const now = this.stamp();
+    const epoch = body.epoch;
+    this.tx(() => {
+      this.keys.addEpoch({
+        project_id: id,
+        epoch,
+        kem: pk.kem,
+        kid: pk.kid,
+        public_key: body.publicKey,
+        volume_wrapped: volume?.json ?? null,
+        previous_wrapped: previous?.json ?? null,
+        created_by: user.name,
+        created_at: now,
+      });
+      this.projects.setEpoch(id, epoch);
+      this.keys.cancelGrants(id, { beforeEpoch: epoch });
+      this.log(user.name, 'epoch.publish', `project:${id} epoch:${epoch} kid:${pk.kid}`);
+      for (const w of wraps) {
+        this.keys.putWrap(id, epoch, w.username, w.kid, w.json, user.name, now);
+        this.log(
+          user.name,
+          'grant.wrap',
+          `project:${id} epoch:${epoch} member:${w.username} kek:${w.kid}`,
+        );
+      }
+      const wrapped = new Set(wraps.map((w) => w.username));
+      for (const m of this.projects.members(id)) {
+        if (!KEY_HOLDER_ROLES.includes(m.role) || wrapped.has(m.username)) continue;
+        const g = this.keys.createGrant(id, m.username, epoch, now);
+        this.log(
+          user.name,
+          'grant.create',
+          `project:${id} grant:${g} member:${m.username} epoch:${epoch}`,
+        );
+      }
+    });
+    return this.projectView(id);
+  }
+
+  private checkKekRecipient(username: string, rec: WrappedKey, what: string): void {
+    const kek = this.people.currentKek(username);
+    if (!kek) throw conflict('no_kek', `${what}: ${username} has no registered key`);
+    if (kek.kid !== rec.kid) {
+      throw badRequest(
+        'wrong_recipient',
+        `${what}: must be wrapped to ${username}'s current key ${kek.kid}`,
+      );
+    }
+  }
+
+  releaseProjectKey(user: HubUser, id: string, epochParam?: number) {
+    const { project } = this.authorize(user, 'project_key.release', id);
+    const p = project!;
+    const epoch = epochParam ?? p.epoch;
+    const key = epoch > 0 ? this.keys.epoch(id, epoch) : undefined;
+    if (!key) throw notFound(`epoch ${epoch} of project ${id}`);
+    const newest = this.keys.newestWrappedEpoch(id, user.name);
+    if (newest === undefined || newest < epoch) {
+      this.tx(() =>
+        this.log(
+          user.name,
+          'project_key.release',
+          `project:${id} epoch:${epoch}`,
+          'denied:no_grant',
+        ),
+      );
+      throw new KmsError(
+        404,
+        'no_grant',
+        `no project key of epoch ${epoch} is wrapped for ${user.name}; a pending grant awaits a key holder`,
+      );
+    }
+    const mine = this.keys.wrap(id, epoch, user.name);
+    this.tx(() => this.log(user.name, 'project_key.release', `project:${id} epoch:${epoch}`));
+    return {
+      projectId: id,
+      epoch,
+      kem: key.kem,
+      kid: key.kid,
+      publicKey: key.public_key,
+      wrapped: mine ? (JSON.parse(mine.wrapped) as WrappedKey) : null,
+      volumeKey: key.volume_wrapped ? (JSON.parse(key.volume_wrapped) as WrappedKey) : null,
+      previous: key.previous_wrapped ? (JSON.parse(key.previous_wrapped) as WrappedKey) : null,
+    };
+  }
+
+  listGrants(user: HubUser, id: string) {
+    this.authorize(user, 'grant.list', id);
+    return this.keys.pendingGrants(id).map((g) => {
+      const kek = this.people.currentKek(g.username);
+      const m = this.projects.member(id, g.username);
+      return {
+        id: g.id,
+        username: g.username,
+        role: m?.role ?? null,
+        epoch: g.epoch,
+        createdAt: g.created_at,
+        kek: kek ? { kid: kek.kid, kem: kek.kem, publicKey: kek.public_key } : null,
+      };
+    });
+  }
+
+  completeGrant(user: HubUser, id: string, grantId: number, wrappedRec: unknown) {
+    this.authorize(user, 'grant.complete', id);
+    const g = this.keys.grant(id, grantId);
+    if (!g) throw notFound(`grant ${grantId}`);
+    if (g.state !== 'pending')
+      throw conflict('grant_not_pending', `grant ${grantId} is ${g.state}`);
+    const { rec, json } = wrappedJson(wrappedRec, 'wrapped');
+    this.checkKekRecipient(g.username, rec, 'wrapped');
+    this.tx(() => {
+      this.keys.putWrap(id, g.epoch, g.username, rec.kid, json, user.name, this.stamp());
+      this.keys.completeGrant(g.id, user.name, this.stamp());
+      this.log(
+        user.name,
+        'grant.complete',
+        `project:${id} grant:${g.id} member:${g.username} epoch:${g.epoch} kek:${rec.kid}`,
+      );
+    });
+    return { id: g.id, state: 'completed' as const };
+  }
+
+  // ---- files --------------------------------------------------------------------------------
+
+  registerFiles(
+    user: HubUser,
+    id: string,
+    files: Array<{ fileId: string; size: number; sha256: string; epoch: number; wrapped: unknown }>,
+  ) {
+    const { project } = this.authorize(user, 'file.register', id);
+    const p = project!;
+    const key = p.epoch > 0 ? this.keys.epoch(id, p.epoch) : undefined;
+    if (!key) throw conflict('no_project_key', `project ${id} has no key yet`);
+    const rows = files.map((f, i) => {
+      if (f.epoch !== p.epoch) {
+        throw conflict(
+          'epoch',
+          `files[${i}]: new files must be wrapped to the current epoch ${p.epoch}`,
+        );
+      }
+      const { rec, json } = wrappedJson(f.wrapped, `files[${i}].wrapped`);
+      if (rec.kid !== key.kid) {
+        throw badRequest(
+          'wrong_recipient',
+          `files[${i}]: must be wrapped to the project key ${key.kid}`,
+        );
+      }
+      return {
+        file_id: f.fileId.toLowerCase(),
+        epoch: f.epoch,
+        size: f.size,
+        sha256: f.sha256.toLowerCase(),
+        wrapped: json,
+      };
+    });
+    if (new Set(rows.map((r) => r.file_id)).size !== rows.length) {
+      throw badRequest('duplicate_file', 'a file id appears twice');
+    }
+    const now = this.stamp();
+    this.tx(() => {
+      for (const r of rows) {
+        if (this.files.get(r.file_id))
+          throw conflict('duplicate_file', `file ${r.file_id} is already registered`);
+        this.files.insert(r, id, user.name, now);
+      }
+      this.log(
+        user.name,
+        'file.register',
+        `project:${id} epoch:${p.epoch} files:${rows.length} first:${rows[0]!.file_id}`,
+      );
+    });
+    return { registered: rows.length };
+  }
+
+  private projectFile(id: string, fileId: string) {
+    const f = this.files.get(fileId.toLowerCase());
+    if (!f || f.project_id !== id) throw notFound(`file ${fileId}`);
+    return f;
+  }
+
+  releaseFileKey(user: HubUser, id: string, fileId: string) {
+    this.authorize(user, 'file_key.release', id);
+    const f = this.projectFile(id, fileId);
+    if (f.wrapped === null) throw notFound(`key of file ${fileId}`);
+    this.tx(() => this.log(user.name, 'file_key.release', `project:${id} file:${f.file_id}`));
+    return {
+      fileId: f.file_id,
+      epoch: f.epoch,
+      size: f.size,
+      sha256: f.sha256,
+      wrapped: JSON.parse(f.wrapped) as WrappedKey,
+    };
+  }
+
+  /**
+   * Authorizes and logs a batch release, then yields NDJSON chunks page by page. Keyset
+   * pagination holds no cursor across the caller's awaits, so other requests keep the connection.
+   */
+  streamFileKeys(user: HubUser, id: string): { count: number; chunks: Generator<string> } {
+    this.authorize(user, 'file_key.release', id);
+    const count = this.files.countWrapped(id);
+    this.tx(() => this.log(user.name, 'file_key.release_batch', `project:${id} files:${count}`));
+    const files = this.files;
+    function* chunks(): Generator<string> {
+      let after = '';
+      for (;;) {
+        const page = files.page(id, after, STREAM_PAGE);
+        if (page.length === 0) return;
+        let out = '';
+        for (const r of page) {
+          out += `{"fileId":"${r.file_id}","epoch":${r.epoch},"wrapped":${r.wrapped}}\n`;
+        }
+        after = page[page.length - 1]!.file_id;
+        yield out;
+      }
+    }
+    return { count, chunks: chunks() };
+  }
+
+  addRecipient(
+    user: HubUser,
+    id: string,
+    fileId: string,
+    body: { username: string; purpose: string; wrapped: unknown },
+  ) {
+    this.authorize(user, 'file.add_recipient', id);
+    const f = this.projectFile(id, fileId);
+    const m = this.projects.member(id, body.username);
+    if (!m) throw badRequest('not_a_member', `${body.username} is not a member of ${id}`);
+    const { rec, json } = wrappedJson(body.wrapped, 'wrapped');
+    this.checkKekRecipient(body.username, rec, 'wrapped');
+    this.tx(() => {
+      this.files.addRecipient(
+        f.file_id,
+        body.username,
+        rec.kid,
+        body.purpose,
+        json,
+        user.name,
+        this.stamp(),
+      );
+      this.log(
+        user.name,
+        'file.add_recipient',
+        `project:${id} file:${f.file_id} recipient:${body.username} purpose:${body.purpose}`,
+      );
+    });
+    return { fileId: f.file_id, username: body.username };
+  }
+
+  releaseReviewKey(user: HubUser, id: string, fileId: string) {
+    this.authorize(user, 'review_key.release', id);
+    const f = this.projectFile(id, fileId);
+    const r = this.files.recipient(f.file_id, user.name);
+    if (!r) throw notFound(`review key of file ${fileId} for ${user.name}`);
+    this.tx(() => this.log(user.name, 'review_key.release', `project:${id} file:${f.file_id}`));
+    return { fileId: f.file_id, purpose: r.purpose, wrapped: JSON.parse(r.wrapped) as WrappedKey };
+  }
+
+  // ---- vault --------------------------------------------------------------------------------
+
+  putVault(
+    user: HubUser,
+    body: { threshold: number; shares: Array<{ trustee: string; wrapped: unknown }> },
+  ) {
+    this.authorize(user, 'self');
+    this.requirePerson(user);
+    const kek = this.people.currentKek(user.name);
+    if (!kek) throw conflict('no_kek', 'register a key before creating its vault');
+    const n = body.shares.length;
+    if (body.threshold > n)
+      throw badRequest('invalid_threshold', `threshold ${body.threshold} exceeds ${n} shares`);
+    const shares = body.shares.map((s, i) => {
+      if (s.trustee === user.name)
+        throw badRequest('self_trustee', 'a user cannot be their own trustee');
+      if (this.people.get(s.trustee)?.trustee !== 1) {
+        throw badRequest('not_a_trustee', `shares[${i}]: ${s.trustee} is not a trustee`);
+      }
+      const { rec, json } = wrappedJson(s.wrapped, `shares[${i}]`);
+      this.checkKekRecipient(s.trustee, rec, `shares[${i}]`);
+      return { trustee: s.trustee, wrapped: json };
+    });
+    if (new Set(shares.map((s) => s.trustee)).size !== n) {
+      throw badRequest('duplicate_trustee', 'each trustee may hold one share');
+    }
+    this.tx(() => {
+      this.vault.put(user.name, kek.kid, body.threshold, shares, this.stamp());
+      this.log(
+        user.name,
+        'vault.put',
+        `person:${user.name} kid:${kek.kid} threshold:${body.threshold} shares:${n}`,
+      );
+    });
+    return this.getVault(user);
+  }
+
+  getVault(user: HubUser) {
+    this.authorize(user, 'self');
+    const v = this.vault.get(user.name);
+    if (!v) throw notFound('vault');
+    return {
+      kid: v.kid,
+      threshold: v.threshold,
+      shares: v.share_count,
+      trustees: this.vault.trustees(user.name),
+      createdAt: v.created_at,
+    };
+  }
+
+  requestRecovery(user: HubUser, recoveryPublicKey: string) {
+    this.authorize(user, 'self');
+    const v = this.vault.get(user.name);
+    if (!v) throw notFound('vault');
+    const pk = publicKeyOf(recoveryPublicKey, 'recoveryPublicKey');
+    const id = this.tx(() => {
+      const id = this.vault.openRecovery(user.name, recoveryPublicKey, this.stamp());
+      this.log(user.name, 'recovery.request', `person:${user.name} recovery:${id} kid:${pk.kid}`);
+      return id;
+    });
+    return this.getRecovery(user, id);
+  }
+
+  getRecovery(user: HubUser, rid: number) {
+    this.authorize(user, 'self');
+    const r = this.vault.recovery(rid);
+    if (!r || r.username !== user.name) throw notFound(`recovery ${rid}`);
+    const v = this.vault.get(user.name)!;
+    const approvals = this.vault.approvals(rid);
+    const ready = r.state === 'ready';
+    if (ready)
+      this.tx(() =>
+        this.log(
+          user.name,
+          'recovery.release',
+          `person:${user.name} recovery:${rid} shares:${approvals.length}`,
+        ),
+      );
+    return {
+      id: r.id,
+      state: r.state,
+      threshold: v.threshold,
+      approvals: approvals.length,
+      shares: ready
+        ? approvals.map((a) => ({
+            trustee: a.trustee,
+            wrapped: JSON.parse(a.wrapped) as WrappedKey,
+          }))
+        : [],
+    };
+  }
+
+  trusteeRecoveries(user: HubUser) {
+    this.authorize(user, 'trustee');
+    const list = this.vault.awaiting(user.name);
+    if (list.length > 0) {
+      this.tx(() => {
+        for (const r of list)
+          this.log(user.name, 'vault_share.release', `person:${r.username} recovery:${r.id}`);
+      });
+    }
+    return list.map((r) => ({
+      id: r.id,
+      username: r.username,
+      recoveryPublicKey: r.recovery_public_key,
+      createdAt: r.created_at,
+      share: JSON.parse(r.share) as WrappedKey,
+    }));
+  }
+
+  approveRecovery(user: HubUser, rid: number, wrappedRec: unknown) {
+    this.authorize(user, 'trustee');
+    const r = this.vault.recovery(rid);
+    const share = r ? this.vault.share(r.username, user.name) : undefined;
+    if (!r || !share) throw notFound(`recovery ${rid}`);
+    if (r.state !== 'open') throw conflict('recovery_not_open', `recovery ${rid} is ${r.state}`);
+    const { rec, json } = wrappedJson(wrappedRec, 'wrapped');
+    if (rec.kid !== publicKeyOf(r.recovery_public_key, 'recovery key').kid) {
+      throw badRequest('wrong_recipient', 'the share must be wrapped to the recovery key');
+    }
+    if (this.vault.approvals(rid).some((a) => a.trustee === user.name)) {
+      throw conflict('already_approved', `${user.name} already approved recovery ${rid}`);
+    }
+    const v = this.vault.get(r.username)!;
+    const count = this.tx(() => {
+      const count = this.vault.approve(rid, user.name, json, this.stamp());
+      this.log(
+        user.name,
+        'recovery.approve',
+        `person:${r.username} recovery:${rid} approvals:${count}/${v.threshold}`,
+      );
+      if (count >= v.threshold) {
+        this.vault.markReady(rid);
+        this.log(user.name, 'recovery.ready', `person:${r.username} recovery:${rid}`);
+      }
+      return count;
+    });
+    return { id: rid, approvals: count, threshold: v.threshold };
+  }
+
+  // ---- audit --------------------------------------------------------------------------------
+
+  authorizeAuditExport(user: HubUser): void {
+    this.authorize(user, 'admin');
+    this.tx(() => this.log(user.name, 'audit.export', `audit:${this.audit.head().seq}`));
+  }
+}
