@@ -1,0 +1,226 @@
+/**
+ * A real JupyterHub (from the project's .venv) with configurable-http-proxy from npm, and the KMS
+ * as a hub-managed service started by the hub itself through `tre-kms serve`, exactly as deployed:
+ * the hub hands it JUPYTERHUB_API_TOKEN, JUPYTERHUB_API_URL and JUPYTERHUB_SERVICE_URL.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:net';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, test } from '@jest/globals';
+
+const ROOT = fileURLToPath(new URL('../../', import.meta.url));
+const JUPYTERHUB = join(ROOT, '.venv', 'bin', 'jupyterhub');
+const CHP = join(ROOT, 'node_modules', '.bin', 'configurable-http-proxy');
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+
+let dir: string;
+let hub: ChildProcess | undefined;
+let hubApi: string;
+let kmsUrl: string;
+const adminToken = randomBytes(24).toString('hex');
+const kmsToken = randomBytes(24).toString('hex');
+
+async function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
+}
+
+async function waitFor(url: string, ms: number): Promise<void> {
+  const until = Date.now() + ms;
+  let last = '';
+  while (Date.now() < until) {
+    if (hub?.exitCode !== null) throw new Error(`jupyterhub exited: ${hubOutput().slice(-2000)}`);
+    try {
+      const r = await fetch(url, { signal: AbortSignal.timeout(1000) });
+      await r.body?.cancel();
+      if (r.ok) return;
+      last = `HTTP ${r.status}`;
+    } catch (e) {
+      last = (e as Error).message;
+    }
+    await new Promise((r) => setTimeout(r, 200));
+  }
+  throw new Error(`${url} not ready after ${ms} ms (${last}): ${hubOutput().slice(-2000)}`);
+}
+
+const hubLog: Buffer[] = [];
+const hubOutput = (): string => Buffer.concat(hubLog).toString();
+
+async function hubRequest(method: string, path: string, body?: unknown): Promise<unknown> {
+  const r = await fetch(hubApi + path, {
+    method,
+    headers: { Authorization: `token ${adminToken}`, 'Content-Type': 'application/json' },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+  const text = await r.text();
+  if (!r.ok) throw new Error(`${method} ${path}: ${r.status} ${text}`);
+  return text ? JSON.parse(text) : null;
+}
+
+async function kmsMe(token: string): Promise<{ status: number; body: Record<string, unknown> }> {
+  const r = await fetch(`${kmsUrl}/v1/me`, { headers: { Authorization: `token ${token}` } });
+  return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+}
+
+beforeAll(async () => {
+  if (!existsSync(JUPYTERHUB))
+    throw new Error(`${JUPYTERHUB} missing: run scripts/quickstart test`);
+  dir = mkdtempSync(join(tmpdir(), 'tre-kms-hub-'));
+  const [publicPort, hubPort, proxyApiPort, kmsPort] = await Promise.all([
+    freePort(),
+    freePort(),
+    freePort(),
+    freePort(),
+  ]);
+  hubApi = `http://127.0.0.1:${hubPort}/hub/api`;
+  kmsUrl = `http://127.0.0.1:${kmsPort}`;
+  writeFileSync(
+    join(dir, 'kms.yaml'),
+    `database: kms.sqlite\nauditKey: audit-key.pem\nagreementVersion: "1"\nlogLevel: info\nhub:\n  cacheSeconds: 1\n`,
+  );
+  // Tokens reach the hub through its config file (0600), never through argv.
+  writeFileSync(
+    join(dir, 'jupyterhub_config.py'),
+    `
+import os
+c = get_config()
+c.JupyterHub.ip = '127.0.0.1'
+c.JupyterHub.port = ${publicPort}
+c.JupyterHub.hub_ip = '127.0.0.1'
+c.JupyterHub.hub_port = ${hubPort}
+c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:${proxyApiPort}'
+c.ConfigurableHTTPProxy.command = [${JSON.stringify(CHP)}]
+c.ConfigurableHTTPProxy.should_start = True
+c.JupyterHub.db_url = 'sqlite:///' + os.path.join(${JSON.stringify(dir)}, 'jupyterhub.sqlite')
+c.JupyterHub.cookie_secret_file = os.path.join(${JSON.stringify(dir)}, 'cookie_secret')
+c.JupyterHub.authenticator_class = 'dummy'
+c.Authenticator.allow_all = True
+c.Authenticator.admin_users = {'boss'}
+c.JupyterHub.cleanup_servers = True
+c.JupyterHub.services = [
+    {
+        'name': 'kms',
+        'api_token': ${JSON.stringify(kmsToken)},
+        'url': ${JSON.stringify(kmsUrl)},
+        'command': [${JSON.stringify(process.execPath)}, ${JSON.stringify(CLI)}, 'serve', '--config', ${JSON.stringify(join(dir, 'kms.yaml'))}],
+        'cwd': ${JSON.stringify(dir)},
+    },
+    {'name': 'test-admin', 'api_token': ${JSON.stringify(adminToken)}},
+]
+c.JupyterHub.load_roles = [
+    {'name': 'kms-reads-users', 'scopes': ['read:users'], 'services': ['kms']},
+    {'name': 'test-admin', 'scopes': ['admin:users', 'tokens'], 'services': ['test-admin']},
+]
+`,
+    { mode: 0o600 },
+  );
+  hub = spawn(JUPYTERHUB, ['--config', join(dir, 'jupyterhub_config.py')], {
+    cwd: dir,
+    detached: true,
+    stdio: ['ignore', 'pipe', 'pipe'],
+    env: { ...process.env, PATH: `${join(ROOT, 'node_modules', '.bin')}:${process.env.PATH}` },
+  });
+  hub.stdout!.on('data', (d: Buffer) => hubLog.push(d));
+  hub.stderr!.on('data', (d: Buffer) => hubLog.push(d));
+  await waitFor(`${hubApi}/`, 60_000);
+  await waitFor(`${kmsUrl}/healthz`, 30_000);
+}, 120_000);
+
+afterAll(async () => {
+  if (hub && hub.exitCode === null && hub.pid) {
+    const exited = new Promise((r) => hub!.once('exit', r));
+    process.kill(-hub.pid, 'SIGTERM');
+    const timer = setTimeout(() => {
+      // The hub and everything it started (proxy, KMS) share its process group.
+      if (hub!.exitCode === null) process.kill(-hub!.pid!, 'SIGKILL');
+    }, 10_000);
+    await exited;
+    clearTimeout(timer);
+  }
+  if (dir) rmSync(dir, { recursive: true, force: true });
+}, 30_000);
+
+test('a hub user token is accepted, with the hub admin flag', async () => {
+  await hubRequest('POST', '/users', { usernames: ['alice'], admin: false });
+  const alice = (await hubRequest('POST', '/users/alice/tokens', {
+    note: 'kms test',
+    expires_in: 600,
+  })) as { token: string };
+  const boss = (await hubRequest('POST', '/users/boss/tokens', {
+    note: 'kms test',
+    expires_in: 600,
+  })) as { token: string };
+
+  const a = await kmsMe(alice.token);
+  expect(a).toMatchObject({
+    status: 200,
+    body: { username: 'alice', admin: false, registered: false },
+  });
+  const b = await kmsMe(boss.token);
+  expect(b).toMatchObject({ status: 200, body: { username: 'boss', admin: true } });
+
+  // The hub identity carries through to an action: alice registers, boss (admin) records training.
+  const reg = await fetch(`${kmsUrl}/v1/me`, {
+    method: 'PUT',
+    headers: { Authorization: `Bearer ${alice.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({ organisation: 'Uni Example' }),
+  });
+  expect(reg.status).toBe(200);
+  const tr = await fetch(`${kmsUrl}/v1/admin/people/alice/trainings/hpc`, {
+    method: 'PUT',
+    headers: { Authorization: `token ${boss.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({
+      completedAt: '2025-01-01T00:00:00Z',
+      expiresAt: '2099-01-01T00:00:00Z',
+    }),
+  });
+  expect(tr.status).toBe(200);
+  const trAlice = await fetch(`${kmsUrl}/v1/admin/people/alice/trainings/hpc`, {
+    method: 'PUT',
+    headers: { Authorization: `token ${alice.token}`, 'Content-Type': 'application/json' },
+    body: JSON.stringify({
+      completedAt: '2025-01-01T00:00:00Z',
+      expiresAt: '2099-01-01T00:00:00Z',
+    }),
+  });
+  expect(trAlice.status).toBe(403);
+});
+
+test('a made-up token and a service token are refused', async () => {
+  expect((await kmsMe(randomBytes(16).toString('hex'))).status).toBe(401);
+  expect((await kmsMe(adminToken)).status).toBe(401);
+  const none = await fetch(`${kmsUrl}/v1/me`);
+  expect(none.status).toBe(401);
+});
+
+test('a revoked token is refused once the short cache expires', async () => {
+  await hubRequest('POST', '/users', { usernames: ['carol'] });
+  const carol = (await hubRequest('POST', '/users/carol/tokens', {
+    note: 'to revoke',
+    expires_in: 600,
+  })) as {
+    token: string;
+    id: string;
+  };
+  expect((await kmsMe(carol.token)).status).toBe(200);
+  await hubRequest('DELETE', `/users/carol/tokens/${carol.id}`);
+  await new Promise((r) => setTimeout(r, 1200));
+  expect((await kmsMe(carol.token)).status).toBe(401);
+});
+
+test('the service logs never contain a token', () => {
+  const out = hubOutput();
+  expect(out).toContain('tre-kms listening');
+  for (const secret of [kmsToken, adminToken]) expect(out.includes(secret)).toBe(false);
+  expect(readFileSync(join(dir, 'kms.sqlite')).includes(Buffer.from(kmsToken))).toBe(false);
+});
