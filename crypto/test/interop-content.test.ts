@@ -8,13 +8,13 @@
  * stdin only, never in argv or the environment.
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
-import { spawn, spawnSync } from 'node:child_process';
-import type { ChildProcess } from 'node:child_process';
+import { spawnSync } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import { existsSync } from 'node:fs';
 import { mkdir, mkdtemp, open, readFile, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
+import { GocryptfsMount } from '../src/bench/gocryptfs.js';
 import { plainSizeToCipherSize } from '../src/contentenc.js';
 import { decryptFile, encryptFile } from '../src/content-stream.js';
 import { EncryptedFile } from '../src/file-access.js';
@@ -22,89 +22,22 @@ import { ContentWorkerPool } from '../src/worker-pool.js';
 
 const MIB = 1024 * 1024;
 const SIZES = [0, 1, 4095, 4096, 4097, MIB + 3, 64 * MIB];
-const MOUNT_TIMEOUT_MS = 20_000;
 
 function sha256(data: Uint8Array): string {
   return createHash('sha256').update(data).digest('hex');
-}
-
-function unmountCommand(mountpoint: string): boolean {
-  for (const cmd of ['fusermount3', 'fusermount']) {
-    const r = spawnSync(cmd, ['-u', mountpoint], { stdio: 'ignore' });
-    if (r.status === 0) return true;
-  }
-  return false;
-}
-
-/** A gocryptfs process in the foreground, so this test owns it and can always stop it. */
-class GocryptfsMount {
-  private exited: Promise<number | null>;
-
-  private constructor(
-    readonly mountpoint: string,
-    private readonly proc: ChildProcess,
-    private output: { text: string },
-  ) {
-    this.exited = new Promise((resolve) => proc.once('exit', (code) => resolve(code)));
-  }
-
-  static async start(cipherDir: string, mountpoint: string, key: Buffer): Promise<GocryptfsMount> {
-    const proc = spawn(
-      'gocryptfs',
-      ['-fg', '-masterkey=stdin', '-plaintextnames', cipherDir, mountpoint],
-      {
-        stdio: ['pipe', 'pipe', 'pipe'],
-      },
-    );
-    const output = { text: '' };
-    const m = new GocryptfsMount(mountpoint, proc, output);
-    active.add(m);
-    await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(
-        () =>
-          reject(
-            new Error(`gocryptfs did not mount within ${MOUNT_TIMEOUT_MS} ms: ${output.text}`),
-          ),
-        MOUNT_TIMEOUT_MS,
-      );
-      const onData = (d: Buffer): void => {
-        output.text += d.toString();
-        if (output.text.includes('Filesystem mounted and ready')) {
-          clearTimeout(timer);
-          resolve();
-        }
-      };
-      proc.stdout?.on('data', onData);
-      proc.stderr?.on('data', onData);
-      proc.once('exit', (code) => {
-        clearTimeout(timer);
-        reject(new Error(`gocryptfs exited with ${code} before mounting: ${output.text}`));
-      });
-      proc.once('error', reject);
-      proc.stdin?.end(`${key.toString('hex')}\n`);
-    });
-    return m;
-  }
-
-  async stop(): Promise<void> {
-    active.delete(this);
-    if (this.proc.exitCode === null && !unmountCommand(this.mountpoint)) {
-      // Still busy or never mounted: stop our own process; the kernel then drops the mount.
-      this.proc.kill('SIGTERM');
-    }
-    const timeout = new Promise<'timeout'>((r) => setTimeout(() => r('timeout'), 10_000).unref());
-    if ((await Promise.race([this.exited, timeout])) === 'timeout') {
-      this.proc.kill('SIGKILL');
-      await this.exited;
-    }
-    unmountCommand(this.mountpoint);
-  }
 }
 
 const active = new Set<GocryptfsMount>();
 let root: string;
 let dek: Buffer;
 const plainHashes = new Map<number, string>();
+
+/** Mounts with the DEK; afterAll stops every mount again, even after a failed assertion. */
+async function mount(cipherDir: string, mountpoint: string): Promise<GocryptfsMount> {
+  const m = await GocryptfsMount.start(cipherDir, mountpoint, dek);
+  active.add(m);
+  return m;
+}
 
 beforeAll(async () => {
   if (!existsSync('/dev/fuse')) {
@@ -123,7 +56,7 @@ beforeAll(async () => {
 });
 
 afterAll(async () => {
-  for (const m of [...active]) await m.stop();
+  for (const m of active) await m.stop();
   if (root !== undefined) await rm(root, { recursive: true, force: true });
 });
 
@@ -143,7 +76,7 @@ describe('gocryptfs 2.3 interop (per-file-key mode, FUSE)', () => {
     await sparse.write(100 * 4096 + 17, Buffer.from('end'));
     await sparse.close();
 
-    const m = await GocryptfsMount.start(cipherDir, mnt, dek);
+    const m = await mount(cipherDir, mnt);
     try {
       for (const size of SIZES) {
         const data = await readFile(join(mnt, `f${size}`));
@@ -165,7 +98,7 @@ describe('gocryptfs 2.3 interop (per-file-key mode, FUSE)', () => {
     await mkdir(cipherDir);
     await mkdir(mnt);
     const edited = randomBytes(3 * 4096 + 100);
-    const m = await GocryptfsMount.start(cipherDir, mnt, dek);
+    const m = await mount(cipherDir, mnt);
     try {
       for (const size of SIZES) {
         await writeFile(join(mnt, `f${size}`), await readFile(join(root, 'plain', `f${size}`)));
@@ -243,7 +176,7 @@ describe('gocryptfs 2.3 interop (per-file-key mode, FUSE)', () => {
     patch.copy(expected, 4000);
     expected.write('grown', MIB + 3 + 5000);
 
-    const m = await GocryptfsMount.start(cipherDir, mnt, dek);
+    const m = await mount(cipherDir, mnt);
     try {
       expect((await readFile(join(mnt, `f${MIB + 3}`))).equals(expected)).toBe(true);
     } finally {
