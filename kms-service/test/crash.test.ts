@@ -1,0 +1,146 @@
+/**
+ * kill -9 during a write storm: every acknowledged change survives with its audit entry, and the
+ * chain still verifies and continues after a restart. The KMS runs as a real child process
+ * (`tre-kms serve`); the hub is a minimal stand-in answering GET /user for fixed tokens.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer, type Server } from 'node:http';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { afterAll, beforeAll, expect, test } from '@jest/globals';
+import { exportLines, verifyAuditLines } from '../src/audit.js';
+import { openDatabase } from '../src/db.js';
+
+const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
+let dir: string;
+let hub: Server;
+let hubUrl: string;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  dir = mkdtempSync(join(tmpdir(), 'tre-kms-crash-'));
+  hub = createServer((req, res) => {
+    const users: Record<string, string> = {
+      'token storm-token': 'stormy',
+      'token admin-token': 'boss',
+    };
+    const name = users[req.headers.authorization ?? ''];
+    if (req.url === '/hub/api/user' && name) {
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ kind: 'user', name, admin: name === 'boss' }));
+    } else {
+      res.statusCode = 403;
+      res.end('{}');
+    }
+  });
+  await new Promise<void>((r) => hub.listen(0, '127.0.0.1', r));
+  hubUrl = `http://127.0.0.1:${(hub.address() as { port: number }).port}/hub/api`;
+});
+
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
+  await new Promise((r) => hub.close(r));
+  rmSync(dir, { recursive: true, force: true });
+});
+
+async function startChild(port: number): Promise<ChildProcess> {
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', join(dir, 'kms.yaml')], {
+    env: { ...process.env, JUPYTERHUB_API_URL: hubUrl, TRE_KMS_PORT: String(port) },
+    stdio: ['ignore', 'ignore', 'pipe'],
+  });
+  children.push(child);
+  const until = Date.now() + 15_000;
+  while (Date.now() < until) {
+    try {
+      if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return child;
+    } catch {
+      // not up yet
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
+  throw new Error('tre-kms did not start');
+}
+
+const call = (port: number, method: string, path: string, body?: unknown) =>
+  fetch(`http://127.0.0.1:${port}${path}`, {
+    method,
+    headers: { Authorization: 'token storm-token', 'Content-Type': 'application/json' },
+    ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
+  });
+
+test('no acknowledged write is lost and the chain stays valid', async () => {
+  const port = 20000 + (process.pid % 20000);
+  writeFileSync(
+    join(dir, 'kms.yaml'),
+    'database: kms.sqlite\nauditKey: audit.pem\ncheckpointEvery: 100\nlogLevel: warn\n',
+  );
+  const child = await startChild(port);
+  expect((await call(port, 'PUT', '/v1/me', { organisation: 'Storm Inc' })).status).toBe(200);
+
+  const acked: number[] = [];
+  let stop = false;
+  const worker = async (w: number): Promise<void> => {
+    for (let i = 0; !stop; i++) {
+      try {
+        const r = await call(port, 'POST', '/v1/me/notifications', {
+          kind: 'anomaly',
+          message: `w${w} #${i}`,
+        });
+        if (r.status === 201) acked.push(((await r.json()) as { id: number }).id);
+      } catch {
+        return; // the connection died with the process
+      }
+    }
+  };
+  const workers = Array.from({ length: 16 }, (_v, w) => worker(w));
+  // Kill in mid-storm: once enough writes were acknowledged (the machine may be busy).
+  const until = Date.now() + 20_000;
+  while (acked.length < 300 && Date.now() < until) await new Promise((r) => setTimeout(r, 50));
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+  stop = true;
+  await Promise.all(workers);
+  expect(acked.length).toBeGreaterThan(50);
+
+  const db = openDatabase(join(dir, 'kms.sqlite'), { readonly: true });
+  const stored = new Set(
+    (db.prepare('SELECT id FROM notifications').all() as Array<{ id: number }>).map((r) => r.id),
+  );
+  const audited = new Set(
+    (
+      db.prepare("SELECT object FROM audit_log WHERE action = 'notification.file'").all() as Array<{
+        object: string;
+      }>
+    ).map((r) => Number(/^notification:(\d+)/.exec(r.object)![1])),
+  );
+  expect(acked.filter((id) => !stored.has(id))).toEqual([]);
+  expect(acked.filter((id) => !audited.has(id))).toEqual([]);
+  // Every stored change has its audit entry (they commit together, or not at all).
+  expect([...stored].filter((id) => !audited.has(id))).toEqual([]);
+  const pem = (await import('node:fs')).readFileSync(join(dir, 'audit.pem.pub'), 'utf8');
+  const r1 = verifyAuditLines(exportLines(db, pem), { publicKeyPem: pem });
+  expect(r1.ok).toBe(true);
+  db.close();
+
+  // After a restart the chain continues from where the crash left it.
+  const again = await startChild(port);
+  expect(
+    (await call(port, 'POST', '/v1/me/notifications', { kind: 'anomaly', message: 'after' }))
+      .status,
+  ).toBe(201);
+  const exitedAgain = new Promise((r) => again.once('exit', r));
+  again.kill('SIGTERM');
+  expect(await exitedAgain).toBe(0);
+  const db2 = openDatabase(join(dir, 'kms.sqlite'), { readonly: true });
+  const r2 = verifyAuditLines(exportLines(db2, pem), { publicKeyPem: pem });
+  db2.close();
+  expect(r2).toMatchObject({ ok: true });
+  if (r1.ok && r2.ok) {
+    expect(r2.entries).toBe(r1.entries + 1);
+    // The graceful stop signed the head.
+    expect(r2.signedSeq).toBe(r2.entries);
+  }
+}, 60_000);
