@@ -1,1 +1,15 @@
-export {};
+export * from './units.js';
+export * from './cipher-names.js';
+export * from './errors.js';
+export * from './encrypting-source.js';
+export * from './resume-state.js';
+export * from './walk.js';
+export * from './ingress-client.js';
+export * from './upload-keys.js';
+export * from './upload.js';
+export * from './keys.js';
+export { IngressServer, IngressError } from './ingress/server.js';
+export type { IngressOptions } from './ingress/server.js';
+export { IngressStore } from './ingress/store.js';
+export { KmsAuthority, StaticAuthority, tokenHash } from './ingress/authority.js';
+export type { IngressAuthority, ProjectRole } from './ingress/authority.js';

@@ -1,0 +1,118 @@
+/**
+ * A tus-js-client file source that produces gocryptfs ciphertext on demand. tus asks for a
+ * byte range starting at the server's offset (always a resume-unit boundary, see units.ts);
+ * this source encrypts the units covering it on the worker pool, reports their hashes before
+ * the bytes leave (so a resumed run knows what the server may already hold), and encrypts the
+ * next chunk while the current one is on the wire.
+ */
+import { open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import {
+  UNIT_BLOCKS,
+  UNIT_PLAIN,
+  isBoundary,
+  unitAt,
+  unitCount,
+  unitHash,
+  unitEnd,
+  unitStart,
+} from './units.js';
+import { createHeader } from '@tre/crypto';
+import type { ContentWorkerPool } from '@tre/crypto';
+
+export interface EncryptingSourceOptions {
+  path: string;
+  plainSize: number;
+  cipherSize: number;
+  dek: Uint8Array;
+  fileId: Uint8Array;
+  pool: ContentWorkerPool;
+  /** Units per tus chunk. */
+  chunkUnits: number;
+  /** Called with the hashes of units [first, first + hashes.length) before they are sent. */
+  onUnits(first: number, hashes: string[]): Promise<void>;
+}
+
+export class SourceError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'SourceError';
+  }
+}
+
+type SliceValue = Buffer & { size: number };
+
+export class EncryptingSource {
+  readonly size: number;
+  private fh: FileHandle | undefined;
+  private readonly units = new Map<number, Promise<Buffer>>();
+
+  constructor(private readonly o: EncryptingSourceOptions) {
+    this.size = o.cipherSize;
+  }
+
+  /** The byte range tus may send in one chunk from `start`: whole units only. */
+  chunkEnd(start: number): number {
+    const k = unitAt(start, this.size);
+    return unitEnd(Math.min(k + this.o.chunkUnits, unitCount(this.size)) - 1, this.size);
+  }
+
+  async slice(start: number, _end: number): Promise<{ value: SliceValue | null; done: boolean }> {
+    if (!isBoundary(start, this.size)) {
+      throw new SourceError(`the server asked to resume at ${start}, not a unit boundary`);
+    }
+    const total = unitCount(this.size);
+    const first = unitAt(start, this.size);
+    if (first >= total) return { value: null, done: true };
+    const last = Math.min(first + this.o.chunkUnits, total);
+    for (const k of this.units.keys()) if (k < first) this.units.delete(k);
+    const bufs: Buffer[] = [];
+    for (let k = first; k < last; k++) bufs.push(await this.unit(k));
+    for (let k = last; k < Math.min(last + this.o.chunkUnits, total); k++)
+      void this.unit(k).catch(() => undefined);
+    await this.o.onUnits(first, bufs.map(unitHash));
+    const value = Buffer.concat(bufs) as SliceValue;
+    value.size = value.length;
+    return { value, done: unitStart(first) + value.length >= this.size };
+  }
+
+  close(): void {
+    const fh = this.fh;
+    this.fh = undefined;
+    this.units.clear();
+    void fh?.close().catch(() => undefined);
+  }
+
+  private unit(k: number): Promise<Buffer> {
+    let p = this.units.get(k);
+    if (!p) {
+      p = this.encryptUnit(k);
+      this.units.set(k, p);
+    }
+    return p;
+  }
+
+  private async encryptUnit(k: number): Promise<Buffer> {
+    this.fh ??= await open(this.o.path, 'r');
+    const offset = k * UNIT_PLAIN;
+    const len = Math.min(UNIT_PLAIN, this.o.plainSize - offset);
+    const plain = Buffer.allocUnsafeSlow(len);
+    let got = 0;
+    while (got < len) {
+      const { bytesRead } = await this.fh.read(plain, got, len - got, offset + got);
+      if (bytesRead === 0) {
+        throw new SourceError(`${this.o.path} shrank while it was being uploaded`);
+      }
+      got += bytesRead;
+    }
+    const sealed = await this.o.pool.run(
+      'encrypt',
+      this.o.dek,
+      this.o.fileId,
+      k * UNIT_BLOCKS,
+      plain,
+      true,
+    );
+    return k === 0 ? Buffer.concat([createHeader(this.o.fileId), sealed]) : sealed;
+  }
+}

@@ -1,0 +1,942 @@
+/**
+ * The ingress service: tus uploads of ciphertext into per-project staging areas, the
+ * directory-IV registry the clients encrypt names with, and ingress requests with a four-eyes
+ * review that makes confirmed files visible in the project's cipher directory.
+ *
+ * On disk (all on one filesystem, so every move is a rename or a link):
+ *   <root>/tus/<upload id>                 uploads in progress (tus file store)
+ *   <root>/projects/<p>/staging/<id>       verified uploads awaiting review
+ *   <root>/projects/<p>/cipher/...         the project tree, exactly as gocryptfs lays it out
+ */
+import { createReadStream } from 'node:fs';
+import { chmod, chown, link, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
+import type { Server } from 'node:http';
+import { dirname, join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { Server as TusServer } from '@tus/server';
+import { EVENTS } from '@tus/utils';
+import { DIRIV_NAME, HEADER_LEN, LONGNAME_SUFFIX, cipherSizeToPlainSize } from '@tre/crypto';
+import express from 'express';
+import type { NextFunction, Request, Response } from 'express';
+import * as OpenApiValidator from 'express-openapi-validator';
+import { pino } from 'pino';
+import type { Logger } from 'pino';
+import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
+import { checkCipherEntry, checkCipherPath } from '../cipher-names.js';
+import type { CipherComponent } from '../cipher-names.js';
+import { digestOfStream, isBoundary } from '../units.js';
+import { AlignedFileStore } from './aligned-file-store.js';
+import type { IngressAuthority, ProjectRole } from './authority.js';
+import { IngressStore } from './store.js';
+import type { Checklist, RequestRow, UploadRow } from './store.js';
+
+export interface IngressOptions {
+  /** Storage root; uploads, staging and cipher trees live below it, on one filesystem. */
+  root: string;
+  authority: IngressAuthority;
+  logger?: Logger;
+  /** Largest accepted ciphertext file, bytes (default 2 TiB). */
+  maxFileSize?: number;
+  /** Per-user bytes awaiting review (uploading or staged), default 4 TiB. */
+  quotaBytes?: number;
+  /** Largest accepted PATCH body, bytes (default 64 MiB). */
+  maxChunkBytes?: number;
+  /** Group that owns project trees (group-only access); the process's own group if unset. */
+  groupId?: number;
+}
+
+const TIB = 1024 ** 4;
+const UPLOAD_ID = /^[0-9a-f]{32}$/;
+const FILE_ID = /^[0-9a-f]{32}$/;
+const PROJECT_ID = /^[A-Za-z0-9][A-Za-z0-9_.-]{0,63}$/;
+const DIR_MODE = 0o2750;
+const FILE_MODE = 0o640;
+const META_MODE = 0o440;
+const REVIEWER_ROLES: readonly ProjectRole[] = ['pi', 'data_owner'];
+
+export const OPENAPI_PATH = join(
+  dirname(fileURLToPath(import.meta.url)),
+  '..',
+  '..',
+  'openapi',
+  'ingress.yaml',
+);
+
+/** An error with an HTTP status and a stable code; its message goes to the client. */
+export class IngressError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'IngressError';
+  }
+}
+
+/** tus hooks signal errors by throwing {status_code, body}. */
+function tusError(status: number, code: string, message: string): never {
+  throw { status_code: status, body: JSON.stringify({ error: { code, message } }) + '\n' };
+}
+
+function tokenOf(header: string | null | undefined): string | undefined {
+  if (!header) return undefined;
+  return /^(?:token|bearer)\s+(\S+)\s*$/i.exec(header)?.[1];
+}
+
+async function fsyncPath(path: string): Promise<void> {
+  const fh = await open(path, 'r');
+  try {
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+}
+
+async function exists(path: string): Promise<boolean> {
+  try {
+    await stat(path);
+    return true;
+  } catch {
+    return false;
+  }
+}
+
+/** Writes a small file under its final name exclusively and never half-written. */
+async function writeNewFile(path: string, data: Uint8Array | string, mode: number): Promise<void> {
+  const tmp = `${path}.${process.pid}.tmp`;
+  const fh = await open(tmp, 'wx', mode);
+  try {
+    await fh.writeFile(data);
+    await fh.sync();
+  } finally {
+    await fh.close();
+  }
+  try {
+    await link(tmp, path);
+  } catch (e) {
+    if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+  } finally {
+    await unlink(tmp);
+  }
+}
+
+interface Caller {
+  token: string;
+  username: string;
+}
+
+export class IngressServer {
+  readonly app: express.Express;
+  readonly tus: TusServer;
+  readonly store: IngressStore;
+  readonly files: AlignedFileStore;
+  readonly log: Logger;
+  readonly metrics = new Registry();
+  private readonly opts: Required<Omit<IngressOptions, 'groupId' | 'logger'>> & {
+    groupId?: number;
+  };
+  private readonly identities = new Map<string, { username: string; until: number }>();
+  private readonly locks = new Map<string, Promise<unknown>>();
+  private readonly bytesStaged: Counter;
+  private readonly uploadsStaged: Counter;
+  private readonly reviews: Counter;
+  private readonly rejected: Counter;
+  private http: Server | undefined;
+
+  private constructor(opts: IngressOptions) {
+    this.opts = {
+      root: opts.root,
+      authority: opts.authority,
+      maxFileSize: opts.maxFileSize ?? 2 * TIB,
+      quotaBytes: opts.quotaBytes ?? 4 * TIB,
+      maxChunkBytes: opts.maxChunkBytes ?? 64 * 1024 * 1024,
+      ...(opts.groupId !== undefined ? { groupId: opts.groupId } : {}),
+    };
+    this.log = opts.logger ?? pino({ name: 'tre-ingress' }, pino.destination(2));
+    this.store = new IngressStore(join(opts.root, 'ingress.sqlite'));
+    this.files = new AlignedFileStore({ directory: join(opts.root, 'tus') });
+    collectDefaultMetrics({ register: this.metrics });
+    this.bytesStaged = new Counter({
+      name: 'tre_ingress_bytes_staged_total',
+      help: 'Ciphertext bytes of verified uploads moved to staging',
+      registers: [this.metrics],
+    });
+    this.uploadsStaged = new Counter({
+      name: 'tre_ingress_uploads_staged_total',
+      help: 'Verified uploads moved to staging',
+      registers: [this.metrics],
+    });
+    this.reviews = new Counter({
+      name: 'tre_ingress_reviews_total',
+      help: 'Ingress request reviews by decision',
+      labelNames: ['decision'],
+      registers: [this.metrics],
+    });
+    this.rejected = new Counter({
+      name: 'tre_ingress_refused_total',
+      help: 'Refused requests by reason code',
+      labelNames: ['code'],
+      registers: [this.metrics],
+    });
+    this.tus = this.createTus();
+    this.app = this.createApp();
+  }
+
+  static async create(opts: IngressOptions): Promise<IngressServer> {
+    await mkdir(join(opts.root, 'tus'), { recursive: true, mode: 0o700 });
+    await mkdir(join(opts.root, 'projects'), { recursive: true, mode: 0o711 });
+    const s = new IngressServer(opts);
+    await s.recover();
+    return s;
+  }
+
+  listen(port: number, host = '127.0.0.1'): Promise<number> {
+    return new Promise((resolve, reject) => {
+      const srv = this.app.listen(port, host, (err?: Error) => {
+        if (err) reject(err);
+        else {
+          const addr = srv.address();
+          resolve(typeof addr === 'object' && addr ? addr.port : port);
+        }
+      });
+      this.http = srv;
+    });
+  }
+
+  async close(): Promise<void> {
+    const srv = this.http;
+    if (srv) {
+      srv.closeAllConnections();
+      await new Promise<void>((r) => srv.close(() => r()));
+    }
+    this.store.close();
+  }
+
+  // ---- identity -----------------------------------------------------------------------------
+
+  private async caller(header: string | null | undefined): Promise<Caller> {
+    const token = tokenOf(header);
+    if (!token)
+      throw new IngressError(401, 'unauthorized', 'send Authorization: token <hub token>');
+    const cached = this.identities.get(token);
+    if (cached && cached.until > Date.now()) return { token, username: cached.username };
+    const username = await this.opts.authority.identify(token);
+    if (!username) throw new IngressError(401, 'unauthorized', 'the token is not known');
+    if (this.identities.size > 10_000) this.identities.clear();
+    this.identities.set(token, { username, until: Date.now() + 30_000 });
+    return { token, username };
+  }
+
+  private async requireRole(
+    c: Caller,
+    project: string,
+    roles: readonly ProjectRole[],
+  ): Promise<ProjectRole> {
+    if (!PROJECT_ID.test(project)) {
+      throw new IngressError(400, 'bad_project', 'project ids are 1-64 letters, digits, _ . -');
+    }
+    const role = await this.opts.authority.roleOf(c.token, c.username, project);
+    if (!role || !roles.includes(role)) {
+      throw new IngressError(
+        403,
+        'forbidden',
+        `${c.username} needs the role ${roles.join(' or ')} in project ${project}`,
+      );
+    }
+    return role;
+  }
+
+  private audit(actor: string, action: string, object: string, result = 'ok'): void {
+    this.store.appendAudit(actor, action, object, result);
+    this.log.info({ actor, action, object, result }, 'audit');
+  }
+
+  /** Serialises work on one key (an upload or a request) within this process. */
+  private async exclusive<T>(key: string, fn: () => Promise<T>): Promise<T> {
+    const prev = this.locks.get(key) ?? Promise.resolve();
+    const run = prev.catch(() => undefined).then(fn);
+    this.locks.set(key, run);
+    try {
+      return await run;
+    } finally {
+      if (this.locks.get(key) === run) this.locks.delete(key);
+    }
+  }
+
+  // ---- paths --------------------------------------------------------------------------------
+
+  private projectDir(project: string): string {
+    return join(this.opts.root, 'projects', project);
+  }
+
+  private stagingPath(u: UploadRow): string {
+    return join(this.projectDir(u.project), 'staging', u.id);
+  }
+
+  private cipherDirPath(project: string, dirKey: string): string {
+    const base = join(this.projectDir(project), 'cipher');
+    return dirKey === '' ? base : join(base, ...dirKey.split('/'));
+  }
+
+  private async ownDir(path: string): Promise<void> {
+    if (this.opts.groupId !== undefined)
+      await chown(path, process.getuid?.() ?? 0, this.opts.groupId);
+    await chmod(path, DIR_MODE);
+  }
+
+  /** Creates the project's directories and its root diriv on first use. */
+  private async initProject(project: string): Promise<void> {
+    const root = this.store.ensureDir(project, '', null, null, null);
+    const pdir = this.projectDir(project);
+    for (const d of [pdir, join(pdir, 'staging'), join(pdir, 'cipher')]) {
+      if (!(await exists(d))) {
+        await mkdir(d, { recursive: true });
+        await this.ownDir(d);
+      }
+    }
+    const iv = join(pdir, 'cipher', DIRIV_NAME);
+    if (!(await exists(iv))) await writeNewFile(iv, root.diriv, META_MODE);
+  }
+
+  // ---- tus ----------------------------------------------------------------------------------
+
+  private createTus(): TusServer {
+    const tus = new TusServer({
+      path: '/files',
+      datastore: this.files,
+      relativeLocation: true,
+      maxSize: this.opts.maxFileSize,
+      namingFunction: (_req, metadata) => {
+        const id = metadata?.uploadId;
+        if (typeof id !== 'string' || !UPLOAD_ID.test(id)) {
+          tusError(400, 'bad_metadata', 'metadata uploadId must be 32 lowercase hex digits');
+        }
+        return id;
+      },
+      onIncomingRequest: async (req, id) => {
+        try {
+          await this.checkTusRequest(req, id);
+        } catch (e) {
+          this.refuse(e);
+        }
+      },
+      onUploadCreate: async (req, upload) => {
+        try {
+          await this.checkTusCreate(req, upload.id, upload.size, upload.metadata ?? {});
+        } catch (e) {
+          this.refuse(e);
+        }
+        return {};
+      },
+    });
+    tus.on(EVENTS.POST_TERMINATE, (_req, _res, id: string) => {
+      const u = this.store.upload(id);
+      if (u && u.state === 'uploading') {
+        this.store.setUpload(id, 'deleted');
+        this.audit(u.username, 'upload.terminate', `project:${u.project} upload:${id}`);
+      }
+    });
+    return tus;
+  }
+
+  private refuse(e: unknown): never {
+    if (e instanceof IngressError) {
+      this.rejected.inc({ code: e.code });
+      tusError(e.status, e.code, e.message);
+    }
+    throw e;
+  }
+
+  private checkChunk(req: { headers: Headers }, start: number, size: number): void {
+    const len = req.headers.get('content-length');
+    if (len === null) {
+      if (req.headers.get('transfer-encoding')) {
+        throw new IngressError(411, 'length_required', 'chunks need a Content-Length');
+      }
+      return;
+    }
+    const n = Number(len);
+    if (!Number.isSafeInteger(n) || n < 0) {
+      throw new IngressError(400, 'bad_length', 'invalid Content-Length');
+    }
+    if (n > this.opts.maxChunkBytes) {
+      throw new IngressError(
+        413,
+        'chunk_too_large',
+        `a chunk may carry at most ${this.opts.maxChunkBytes} bytes`,
+      );
+    }
+    if (start + n > size) {
+      throw new IngressError(
+        413,
+        'beyond_length',
+        `the chunk ends after the declared ${size} bytes`,
+      );
+    }
+    if (n > 0 && !isBoundary(start + n, size)) {
+      throw new IngressError(
+        400,
+        'unaligned_chunk',
+        'a chunk must end at a resume-unit boundary (256 ciphertext blocks) or at the file end',
+      );
+    }
+  }
+
+  private async checkTusRequest(
+    req: { method: string; headers: Headers },
+    id: string,
+  ): Promise<void> {
+    if (req.method === 'GET') {
+      throw new IngressError(405, 'not_allowed', 'uploads cannot be read back');
+    }
+    const c = await this.caller(req.headers.get('authorization'));
+    if (req.method === 'POST') return;
+    const u = this.store.upload(id);
+    if (!u || u.username !== c.username) {
+      throw new IngressError(404, 'not_found', `no upload ${id} of ${c.username}`);
+    }
+    if (u.state !== 'uploading') {
+      throw new IngressError(409, 'not_uploading', `upload ${id} is ${u.state}`);
+    }
+    if (req.method === 'PATCH') {
+      const off = Number(req.headers.get('upload-offset'));
+      if (!Number.isSafeInteger(off) || !isBoundary(off, u.size)) {
+        throw new IngressError(409, 'bad_offset', 'Upload-Offset must be a resume-unit boundary');
+      }
+      this.checkChunk(req, off, u.size);
+    }
+  }
+
+  private async checkTusCreate(
+    req: { headers: Headers },
+    id: string,
+    size: number | undefined,
+    meta: Record<string, string | null>,
+  ): Promise<void> {
+    const c = await this.caller(req.headers.get('authorization'));
+    const str = (k: string): string => {
+      const v = meta[k];
+      if (typeof v !== 'string' || v === '') {
+        throw new IngressError(400, 'bad_metadata', `metadata ${k} is required`);
+      }
+      return v;
+    };
+    const project = str('project');
+    await this.requireRole(c, project, ['data_owner']);
+    const requestId = str('request');
+    const r = this.store.request(requestId);
+    if (!r || r.project !== project || r.username !== c.username) {
+      throw new IngressError(
+        404,
+        'no_request',
+        `no open request ${requestId} of yours in ${project}`,
+      );
+    }
+    if (r.state !== 'open') {
+      throw new IngressError(409, 'request_closed', `request ${requestId} is ${r.state}`);
+    }
+    if (size === undefined) {
+      throw new IngressError(400, 'length_required', 'deferred lengths are not accepted');
+    }
+    try {
+      cipherSizeToPlainSize(size);
+    } catch {
+      throw new IngressError(
+        400,
+        'bad_size',
+        `${size} bytes is not a possible gocryptfs file size`,
+      );
+    }
+    const fileId = str('fileId');
+    if (!FILE_ID.test(fileId)) {
+      throw new IngressError(
+        400,
+        'bad_metadata',
+        'metadata fileId must be 32 lowercase hex digits',
+      );
+    }
+    const dirKey = meta.dir ?? '';
+    if (!this.store.dir(project, dirKey)) {
+      throw new IngressError(404, 'no_dir', 'register the target directory first');
+    }
+    const entry = str('entry');
+    const longName = meta.longName ?? undefined;
+    try {
+      checkCipherEntry(entry, longName === null ? undefined : longName);
+    } catch (e) {
+      throw new IngressError(400, 'bad_name', (e as Error).message);
+    }
+    this.checkChunk(req, 0, size);
+    const had = this.store.upload(id);
+    if (had) {
+      // A create that crashed half-way may be repeated by its owner; anything else is a replay.
+      if (had.username !== c.username || had.state !== 'uploading' || (await this.tusHas(id))) {
+        throw new IngressError(409, 'upload_exists', `upload ${id} already exists`);
+      }
+      return;
+    }
+    const dirHere = dirKey === '' ? entry : `${dirKey}/${entry}`;
+    this.store.tx(() => {
+      if (this.store.upload(id)) {
+        throw new IngressError(409, 'upload_exists', `upload ${id} already exists`);
+      }
+      if (this.store.livePath(project, dirKey, entry) || this.store.dir(project, dirHere)) {
+        throw new IngressError(409, 'path_exists', 'a file or directory of that name exists');
+      }
+      if (this.store.pendingBytes(c.username) + size > this.opts.quotaBytes) {
+        throw new IngressError(
+          413,
+          'quota_exceeded',
+          `${c.username} may keep at most ${this.opts.quotaBytes} bytes awaiting review`,
+        );
+      }
+      this.store.insertUpload({
+        id,
+        project,
+        request_id: requestId,
+        username: c.username,
+        dir_path: dirKey,
+        entry,
+        long_name: longName ?? null,
+        size,
+        file_id: fileId,
+      });
+    });
+    this.audit(
+      c.username,
+      'upload.create',
+      `project:${project} request:${requestId} upload:${id} size:${size}`,
+    );
+  }
+
+  private async tusHas(id: string): Promise<boolean> {
+    try {
+      await this.files.getUpload(id);
+      return true;
+    } catch {
+      return false;
+    }
+  }
+
+  // ---- completion ---------------------------------------------------------------------------
+
+  /** Verifies a finished upload against the client's digest and moves it to staging. */
+  async complete(c: Caller, id: string, digest: string): Promise<UploadRow> {
+    return this.exclusive(`upload:${id}`, async () => {
+      const u = this.store.upload(id);
+      if (!u || u.username !== c.username) {
+        throw new IngressError(404, 'not_found', `no upload ${id} of ${c.username}`);
+      }
+      if (u.state === 'staged' || u.state === 'visible') {
+        if (u.digest !== digest) {
+          throw new IngressError(422, 'digest_mismatch', 'the stored file has a different digest');
+        }
+        return u;
+      }
+      if (u.state !== 'uploading') {
+        throw new IngressError(409, 'not_uploading', `upload ${id} is ${u.state}`);
+      }
+      let offset: number;
+      try {
+        offset = (await this.files.getUpload(id)).offset;
+      } catch {
+        throw new IngressError(409, 'incomplete', `upload ${id} has no data yet`);
+      }
+      if (offset !== u.size) {
+        throw new IngressError(409, 'incomplete', `upload ${id} has ${offset} of ${u.size} bytes`);
+      }
+      const src = this.files.pathOf(id);
+      const actual = await this.digestFile(src, u);
+      if (actual !== digest) {
+        await rm(src, { force: true });
+        await this.files.forget(id);
+        this.store.setUpload(id, 'deleted');
+        this.audit(
+          c.username,
+          'upload.verify',
+          `project:${u.project} upload:${id}`,
+          'digest_mismatch',
+        );
+        throw new IngressError(
+          422,
+          'digest_mismatch',
+          'the stored ciphertext does not match the digest; the upload was discarded, send it again',
+        );
+      }
+      await this.stage(u, src, actual);
+      this.audit(
+        c.username,
+        'upload.complete',
+        `project:${u.project} upload:${id} digest:${actual}`,
+      );
+      return this.store.upload(id)!;
+    });
+  }
+
+  private async digestFile(path: string, u: UploadRow): Promise<string> {
+    if (u.size > 0) {
+      const fh = await open(path, 'r');
+      try {
+        const head = Buffer.alloc(HEADER_LEN);
+        await fh.read(head, 0, HEADER_LEN, 0);
+        if (head.readUInt16BE(0) !== 2 || head.subarray(2).toString('hex') !== u.file_id) {
+          return 'bad-header';
+        }
+      } finally {
+        await fh.close();
+      }
+    }
+    return digestOfStream(u.size, createReadStream(path, { highWaterMark: 1 << 20 }));
+  }
+
+  private async stage(u: UploadRow, src: string, digest: string): Promise<void> {
+    await this.initProject(u.project);
+    const dst = this.stagingPath(u);
+    await chmod(src, FILE_MODE);
+    await fsyncPath(src);
+    await rename(src, dst);
+    await fsyncPath(dirname(dst)).catch(() => undefined);
+    await this.files.forget(u.id);
+    this.store.setUpload(u.id, 'staged', digest);
+    this.bytesStaged.inc(u.size);
+    this.uploadsStaged.inc();
+  }
+
+  /** After a crash: finish moves that happened on disk but not in the database, drop debris. */
+  private async recover(): Promise<void> {
+    for (const u of this.store.uploadsIn('uploading')) {
+      const staged = this.stagingPath(u);
+      if (await exists(staged)) {
+        const digest = await this.digestFile(staged, u);
+        this.store.setUpload(u.id, 'staged', digest);
+        await this.files.forget(u.id);
+      }
+    }
+    for (const u of this.store.uploadsIn('deleted')) {
+      await rm(this.files.pathOf(u.id), { force: true });
+      await this.files.forget(u.id);
+      await rm(this.stagingPath(u), { force: true });
+    }
+  }
+
+  // ---- directories --------------------------------------------------------------------------
+
+  async registerDir(c: Caller, project: string, path: CipherComponent[]): Promise<Buffer[]> {
+    await this.requireRole(c, project, ['data_owner']);
+    try {
+      checkCipherPath(path, 'path');
+    } catch (e) {
+      throw new IngressError(400, 'bad_name', (e as Error).message);
+    }
+    await this.initProject(project);
+    return this.store.tx(() => {
+      const ivs = [this.store.dir(project, '')!.diriv];
+      let parent = '';
+      for (const comp of path) {
+        const key = parent === '' ? comp.entry : `${parent}/${comp.entry}`;
+        if (!this.store.dir(project, key) && this.store.livePath(project, parent, comp.entry)) {
+          throw new IngressError(409, 'path_exists', 'a file of that name exists');
+        }
+        ivs.push(
+          this.store.ensureDir(project, key, parent, comp.entry, comp.longName ?? null).diriv,
+        );
+        parent = key;
+      }
+      return ivs;
+    });
+  }
+
+  // ---- requests -----------------------------------------------------------------------------
+
+  private requestView(r: RequestRow) {
+    return {
+      id: r.id,
+      project: r.project,
+      uploader: r.username,
+      state: r.state,
+      checklist: r.checklist ? (JSON.parse(r.checklist) as Checklist) : null,
+      createdAt: r.created_at,
+      submittedAt: r.submitted_at,
+      reviewer: r.reviewer,
+      reviewedAt: r.reviewed_at,
+      reason: r.reason,
+      files: this.store.uploadsOf(r.id).map((u) => ({
+        uploadId: u.id,
+        fileId: u.file_id,
+        path: u.dir_path === '' ? u.entry : `${u.dir_path}/${u.entry}`,
+        size: u.size,
+        state: u.state,
+        digest: u.digest,
+      })),
+    };
+  }
+
+  private ownRequest(c: Caller, id: string): RequestRow {
+    const r = this.store.request(id);
+    if (!r || r.username !== c.username) {
+      throw new IngressError(404, 'not_found', `no request ${id} of ${c.username}`);
+    }
+    return r;
+  }
+
+  private async visibleRequest(c: Caller, id: string): Promise<RequestRow> {
+    const r = this.store.request(id);
+    if (!r) throw new IngressError(404, 'not_found', `no request ${id}`);
+    if (r.username !== c.username) await this.requireRole(c, r.project, REVIEWER_ROLES);
+    return r;
+  }
+
+  async submit(c: Caller, id: string, checklist: Checklist) {
+    return this.exclusive(`request:${id}`, async () => {
+      const r = this.ownRequest(c, id);
+      if (r.state !== 'open') {
+        throw new IngressError(409, 'not_open', `request ${id} is ${r.state}`);
+      }
+      const missing = (
+        ['pseudonymised', 'noDirectIdentifiers', 'dataMinimisation'] as const
+      ).filter((k) => checklist[k] !== true);
+      if (missing.length > 0 || checklist.legalBasis.trim() === '') {
+        throw new IngressError(
+          422,
+          'checklist_incomplete',
+          `the checklist needs ${[...missing, ...(checklist.legalBasis.trim() ? [] : ['legalBasis'])].join(', ')}`,
+        );
+      }
+      const files = this.store.uploadsOf(id).filter((u) => u.state !== 'deleted');
+      if (files.length === 0) throw new IngressError(409, 'empty', 'the request has no files');
+      const unfinished = files.filter((u) => u.state !== 'staged');
+      if (unfinished.length > 0) {
+        throw new IngressError(409, 'incomplete', `${unfinished.length} files are still uploading`);
+      }
+      this.store.setRequest(id, {
+        state: 'submitted',
+        checklist: JSON.stringify(checklist),
+        submitted_at: this.store.now(),
+      });
+      this.audit(
+        c.username,
+        'ingress.submit',
+        `project:${r.project} request:${id} files:${files.length}`,
+      );
+      return this.requestView(this.store.request(id)!);
+    });
+  }
+
+  async review(c: Caller, id: string, decision: 'confirm' | 'reject', reason?: string) {
+    return this.exclusive(`request:${id}`, async () => {
+      const r = this.store.request(id);
+      if (!r) throw new IngressError(404, 'not_found', `no request ${id}`);
+      await this.requireRole(c, r.project, REVIEWER_ROLES);
+      if (r.username === c.username) {
+        this.audit(
+          c.username,
+          `ingress.${decision}`,
+          `project:${r.project} request:${id}`,
+          'denied:four_eyes',
+        );
+        throw new IngressError(403, 'four_eyes', 'the uploader cannot review their own request');
+      }
+      const resuming =
+        r.state === 'confirming' && decision === 'confirm' && r.reviewer === c.username;
+      if (r.state !== 'submitted' && !resuming) {
+        throw new IngressError(409, 'not_submitted', `request ${id} is ${r.state}`);
+      }
+      const files = this.store.uploadsOf(id).filter((u) => u.state === 'staged');
+      if (decision === 'reject') {
+        for (const u of files) {
+          await rm(this.stagingPath(u), { force: true });
+          this.store.setUpload(u.id, 'deleted');
+        }
+        const destroyed = await this.opts.authority.destroyFileKeys(
+          c.token,
+          r.project,
+          files.map((u) => u.file_id),
+        );
+        this.store.setRequest(id, {
+          state: 'rejected',
+          reviewer: c.username,
+          reviewed_at: this.store.now(),
+          reason: reason ?? null,
+        });
+        this.audit(
+          c.username,
+          'ingress.reject',
+          `project:${r.project} request:${id} files:${files.length} keys:${destroyed ? 'destroyed' : 'not-registered-in-kms'}`,
+        );
+      } else {
+        this.store.setRequest(id, { state: 'confirming', reviewer: c.username });
+        for (const u of files) await this.publish(u);
+        this.store.setRequest(id, {
+          state: 'confirmed',
+          reviewed_at: this.store.now(),
+          reason: reason ?? null,
+        });
+        this.audit(
+          c.username,
+          'ingress.confirm',
+          `project:${r.project} request:${id} files:${files.length}`,
+        );
+      }
+      this.reviews.inc({ decision });
+      return this.requestView(this.store.request(id)!);
+    });
+  }
+
+  /** Creates the file's directories, then links the file in: it appears whole or not at all. */
+  private async publish(u: UploadRow): Promise<void> {
+    const keys = u.dir_path === '' ? [] : u.dir_path.split('/');
+    let key = '';
+    for (const part of keys) {
+      const parentPath = this.cipherDirPath(u.project, key);
+      key = key === '' ? part : `${key}/${part}`;
+      const d = this.store.dir(u.project, key)!;
+      const path = this.cipherDirPath(u.project, key);
+      if (d.long_name) {
+        await writeNewFile(join(parentPath, part + LONGNAME_SUFFIX), d.long_name, META_MODE);
+      }
+      if (!(await exists(join(path, DIRIV_NAME)))) {
+        // Build the directory complete with its diriv under a temporary name, then rename it.
+        const tmp = join(parentPath, `.tre-${u.id}.tmpdir`);
+        await rm(tmp, { recursive: true, force: true });
+        await mkdir(tmp);
+        await this.ownDir(tmp);
+        await writeNewFile(join(tmp, DIRIV_NAME), d.diriv, META_MODE);
+        await rename(tmp, path);
+        await fsyncPath(parentPath).catch(() => undefined);
+      }
+    }
+    const dir = this.cipherDirPath(u.project, u.dir_path);
+    if (u.long_name)
+      await writeNewFile(join(dir, u.entry + LONGNAME_SUFFIX), u.long_name, META_MODE);
+    const target = join(dir, u.entry);
+    const staged = this.stagingPath(u);
+    if (await exists(staged)) {
+      try {
+        await link(staged, target);
+      } catch (e) {
+        if ((e as NodeJS.ErrnoException).code !== 'EEXIST') throw e;
+      }
+      await unlink(staged);
+      await fsyncPath(dir).catch(() => undefined);
+    }
+    this.store.setUpload(u.id, 'visible');
+  }
+
+  // ---- HTTP ---------------------------------------------------------------------------------
+
+  private createApp(): express.Express {
+    const app = express();
+    app.disable('x-powered-by');
+    app.use((req, res, next) => {
+      const t0 = process.hrtime.bigint();
+      res.on('finish', () => {
+        this.log.info(
+          {
+            method: req.method,
+            path: req.path,
+            status: res.statusCode,
+            ms: Number(process.hrtime.bigint() - t0) / 1e6,
+          },
+          'request',
+        );
+      });
+      next();
+    });
+    app.get('/healthz', (_req, res) => {
+      res.json({ status: 'ok' });
+    });
+    app.get('/metrics', async (_req, res) => {
+      res.type(this.metrics.contentType).send(await this.metrics.metrics());
+    });
+    app.all(['/files', '/files/*rest'], (req, res) => {
+      this.tus.handle(req, res).catch((e: unknown) => {
+        this.log.error({ err: e }, 'tus handler failed');
+        if (!res.headersSent) res.status(500).end();
+      });
+    });
+    app.use(express.json({ limit: '256kb' }));
+    app.use(
+      OpenApiValidator.middleware({
+        apiSpec: OPENAPI_PATH,
+        validateRequests: { allowUnknownQueryParameters: false },
+        validateResponses: false,
+        ignoreUndocumented: false,
+        ignorePaths: /^\/(healthz|metrics|files)/,
+      }),
+    );
+    const h =
+      (fn: (c: Caller, req: Request) => Promise<{ status?: number; body: unknown }>) =>
+      (req: Request, res: Response, next: NextFunction) => {
+        this.caller(req.headers.authorization)
+          .then((c) => fn(c, req))
+          .then((out) => res.status(out.status ?? 200).json(out.body))
+          .catch(next);
+      };
+    const p = (req: Request, name: string): string => String(req.params[name]);
+
+    app.post(
+      '/v1/projects/:project/dirs',
+      h(async (c, req) => {
+        const ivs = await this.registerDir(c, p(req, 'project'), req.body.path);
+        return { body: { dirivs: ivs.map((iv) => iv.toString('base64url')) } };
+      }),
+    );
+    app.post(
+      '/v1/projects/:project/ingress-requests',
+      h(async (c, req) => {
+        const project = p(req, 'project');
+        await this.requireRole(c, project, ['data_owner']);
+        const r = this.store.createRequest(project, c.username);
+        this.audit(c.username, 'ingress.open', `project:${project} request:${r.id}`);
+        return { status: 201, body: this.requestView(r) };
+      }),
+    );
+    app.get(
+      '/v1/projects/:project/ingress-requests',
+      h(async (c, req) => {
+        const project = p(req, 'project');
+        await this.requireRole(c, project, ['data_owner', 'pi']);
+        return { body: this.store.requests(project).map((r) => this.requestView(r)) };
+      }),
+    );
+    app.get(
+      '/v1/ingress-requests/:id',
+      h(async (c, req) => ({ body: this.requestView(await this.visibleRequest(c, p(req, 'id'))) })),
+    );
+    app.post(
+      '/v1/ingress-requests/:id/submit',
+      h(async (c, req) => ({ body: await this.submit(c, p(req, 'id'), req.body.checklist) })),
+    );
+    app.post(
+      '/v1/ingress-requests/:id/review',
+      h(async (c, req) => ({
+        body: await this.review(c, p(req, 'id'), req.body.decision, req.body.reason),
+      })),
+    );
+    app.post(
+      '/v1/uploads/:id/complete',
+      h(async (c, req) => {
+        const u = await this.complete(c, p(req, 'id'), req.body.digest);
+        return { body: { uploadId: u.id, state: u.state, digest: u.digest, size: u.size } };
+      }),
+    );
+    app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
+      const e = err as { status?: number; message?: string; code?: string };
+      if (err instanceof IngressError) {
+        this.rejected.inc({ code: err.code });
+        res.status(err.status).json({ error: { code: err.code, message: err.message } });
+        return;
+      }
+      if (typeof e.status === 'number' && e.status >= 400 && e.status < 500) {
+        res
+          .status(e.status)
+          .json({ error: { code: 'bad_request', message: e.message ?? 'bad request' } });
+        return;
+      }
+      this.log.error({ err }, 'internal error');
+      res.status(500).json({ error: { code: 'internal', message: 'internal error' } });
+    });
+    return app;
+  }
+}

@@ -1,0 +1,156 @@
+/**
+ * The keys an upload needs: the volume key for file names, a DEK per file and, in KMS mode,
+ * the project's public key to wrap each DEK to. In master-key mode (for tests and for sites
+ * that want a plain gocryptfs volume) one master key serves as volume key and every DEK, so
+ * the uploaded tree mounts with the stock gocryptfs.
+ */
+import { randomBytes } from 'node:crypto';
+import { decodePublicKey, unwrapKey, wrapKey } from '@tre/crypto';
+import type { KeyPair, PublicKey, WrapContext, WrappedKey } from '@tre/crypto';
+import { KmsClient, KmsClientError } from '@tre/kms-service';
+import type { FileRegistration } from '@tre/kms-service';
+import { EXIT, TreError } from './errors.js';
+import { DekSealer } from './resume-state.js';
+
+/* Wrap contexts shared with trefs and the KMS: a record moved elsewhere fails to open. */
+export const projectKeyContext = (projectId: string, epoch: number): WrapContext => ({
+  purpose: 'project-key',
+  projectId,
+  epoch,
+});
+export const volumeKeyContext = (projectId: string): WrapContext => ({
+  purpose: 'volume-key',
+  projectId,
+});
+export const dekContext = (projectId: string, fileId: string): WrapContext => ({
+  purpose: 'file-dek',
+  projectId,
+  fileId,
+});
+const resumeContext = (sessionId: string): WrapContext => ({
+  purpose: 'upload-resume',
+  recipient: sessionId,
+});
+
+export interface UploadKeys {
+  readonly volumeKey: Buffer;
+  /** A DEK for a new file. */
+  newDek(): Buffer;
+  /** Seals a DEK for the resume state; undefined when no per-file DEK exists. */
+  readonly sealer: DekSealer | undefined;
+  /** Registers verified files' wrapped DEKs; absent in master-key mode. */
+  register?(
+    files: Array<{ fileId: string; size: number; digest: string; dek: Buffer }>,
+  ): Promise<void>;
+  close(): void;
+}
+
+export function masterKeyMode(masterKey: Buffer): UploadKeys {
+  return {
+    volumeKey: masterKey,
+    newDek: () => Buffer.from(masterKey),
+    sealer: undefined,
+    close: () => masterKey.fill(0),
+  };
+}
+
+function kmsFailure(e: unknown, what: string): TreError {
+  if (e instanceof KmsClientError) {
+    const code =
+      e.status === 401 || e.status === 403
+        ? EXIT.auth
+        : e.status >= 500
+          ? EXIT.unavailable
+          : EXIT.failure;
+    return new TreError(code, `${what}: ${e.message}`);
+  }
+  return new TreError(EXIT.unavailable, `${what}: ${(e as Error).message}`);
+}
+
+/**
+ * Fetches the project key release, unwraps the project private key with the KEK and the
+ * volume key with the project key, and sets up the session key for the resume state.
+ */
+export async function kmsMode(opts: {
+  kmsUrl: string;
+  token: string;
+  project: string;
+  kek: KeyPair;
+  sessionId: string;
+  /** The wrapped session key of a resumed session. */
+  sessionKey?: WrappedKey;
+}): Promise<{ keys: UploadKeys; sessionKey: WrappedKey }> {
+  const kms = new KmsClient({ baseUrl: opts.kmsUrl, token: opts.token });
+  let rel;
+  try {
+    rel = await kms.projectKey(opts.project);
+  } catch (e) {
+    throw kmsFailure(e, `cannot get the key of project ${opts.project}`);
+  }
+  if (!rel.wrapped || !rel.volumeKey) {
+    throw new TreError(EXIT.auth, `project ${opts.project}'s key is not (yet) wrapped for you`);
+  }
+  const pub: PublicKey = decodePublicKey(rel.publicKey);
+  const projectPriv = await unwrapKey(
+    rel.wrapped,
+    opts.kek,
+    projectKeyContext(opts.project, rel.epoch),
+  );
+  const projectKp: KeyPair = { ...pub, privateKey: projectPriv };
+  const volumeKey = Buffer.from(
+    await unwrapKey(rel.volumeKey, projectKp, volumeKeyContext(opts.project)),
+  );
+  projectPriv.fill(0);
+  let sessionKey: Buffer;
+  let wrappedSession: WrappedKey;
+  if (opts.sessionKey) {
+    sessionKey = Buffer.from(
+      await unwrapKey(opts.sessionKey, opts.kek, resumeContext(opts.sessionId)),
+    );
+    wrappedSession = opts.sessionKey;
+  } else {
+    sessionKey = randomBytes(32);
+    wrappedSession = await wrapKey(sessionKey, opts.kek, resumeContext(opts.sessionId));
+  }
+  const epoch = rel.epoch;
+  const keys: UploadKeys = {
+    volumeKey,
+    newDek: () => randomBytes(32),
+    sealer: new DekSealer(sessionKey),
+    async register(files) {
+      const regs: FileRegistration[] = [];
+      for (const f of files) {
+        regs.push({
+          fileId: f.fileId,
+          size: f.size,
+          sha256: f.digest,
+          epoch,
+          wrapped: await wrapKey(f.dek, pub, dekContext(opts.project, f.fileId)),
+        });
+      }
+      try {
+        await kms.registerFiles(opts.project, regs);
+      } catch (e) {
+        // A file registered just before a crash is registered already: register the rest.
+        if (e instanceof KmsClientError && e.code === 'duplicate_file' && regs.length > 1) {
+          for (const r of regs) {
+            try {
+              await kms.registerFiles(opts.project, [r]);
+            } catch (e1) {
+              if (!(e1 instanceof KmsClientError && e1.code === 'duplicate_file'))
+                throw kmsFailure(e1, 'file registration failed');
+            }
+          }
+          return;
+        }
+        if (e instanceof KmsClientError && e.code === 'duplicate_file') return;
+        throw kmsFailure(e, 'file registration failed');
+      }
+    },
+    close() {
+      volumeKey.fill(0);
+      sessionKey.fill(0);
+    },
+  };
+  return { keys, sessionKey: wrappedSession };
+}
