@@ -201,9 +201,9 @@ export class ContentCipher {
         src.subarray(i * PLAIN_BLOCK, Math.min(src.length, (i + 1) * PLAIN_BLOCK)),
       );
       cipher.final();
-      nonce.copy(dst, o);
-      ct.copy(dst, o + NONCE_LEN);
-      cipher.getAuthTag().copy(dst, o + NONCE_LEN + ct.length);
+      dst.set(nonce, o);
+      dst.set(ct, o + NONCE_LEN);
+      dst.set(cipher.getAuthTag(), o + NONCE_LEN + ct.length);
       o += ct.length + BLOCK_OVERHEAD;
     }
     return out === undefined ? dst : dst.subarray(outOffset, o);
@@ -254,7 +254,7 @@ export class ContentCipher {
           `block ${blockNo} failed authentication: corrupted or tampered file, or wrong key`,
         );
       }
-      pt.copy(dst, o);
+      dst.set(pt, o);
       o += plainLen;
     }
     return out === undefined ? dst : dst.subarray(outOffset, o);
