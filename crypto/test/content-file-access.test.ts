@@ -111,7 +111,7 @@ describe('EncryptedFile', () => {
       ),
       { numRuns: 60 },
     );
-  });
+  }, 60_000);
 
   it('creates a file, and leaves skipped whole blocks as holes that read as zeros', async () => {
     const path = nextPath();
@@ -131,7 +131,7 @@ describe('EncryptedFile', () => {
     expected.write('head', 10);
     expected.write('tail', 20 * PLAIN_BLOCK + 5);
     expect(plain.equals(expected)).toBe(true);
-  });
+  }, 60_000);
 
   it('rewrites only the blocks a write touches', async () => {
     const path = nextPath();
@@ -147,7 +147,7 @@ describe('EncryptedFile', () => {
     for (let n = 0; n < 10; n++)
       expect(block(before, n).equals(block(after, n))).toBe(n !== 3 && n !== 4);
     expect(before.subarray(0, HEADER_LEN).equals(after.subarray(0, HEADER_LEN))).toBe(true);
-  });
+  }, 60_000);
 
   it('detects tampering on random access and refuses impossible sizes', async () => {
     const path = nextPath();
@@ -167,7 +167,7 @@ describe('EncryptedFile', () => {
     const g = await EncryptedFile.open(KEY, path);
     await expect(g.size()).rejects.toThrow(FormatError);
     await g.close();
-  });
+  }, 60_000);
 
   it('works on a FileHandle the caller owns', async () => {
     const path = nextPath();
@@ -179,5 +179,5 @@ describe('EncryptedFile', () => {
     await fh.close();
     await decryptFile(KEY, path, join(dir, 'out'));
     expect((await readFile(join(dir, 'out'))).toString()).toBe('hello world');
-  });
+  }, 60_000);
 });

@@ -54,16 +54,20 @@ describe('layout (gocryptfs documentation and source)', () => {
     [5000, 5082],
     [8192, HEADER_LEN + 2 * 4128],
     [1024 * 1024 + 3, HEADER_LEN + 256 * 4128 + 35],
-  ])('plaintext %i bytes <-> ciphertext %i bytes', async (plain, cipher) => {
-    expect(plainSizeToCipherSize(plain)).toBe(cipher);
-    expect(cipherSizeToPlainSize(cipher)).toBe(plain);
-    const ct = await encrypt(randomBytes(plain));
-    expect(ct.length).toBe(cipher);
-  });
+  ])(
+    'plaintext %i bytes <-> ciphertext %i bytes',
+    async (plain, cipher) => {
+      expect(plainSizeToCipherSize(plain)).toBe(cipher);
+      expect(cipherSizeToPlainSize(cipher)).toBe(plain);
+      const ct = await encrypt(randomBytes(plain));
+      expect(ct.length).toBe(cipher);
+    },
+    60_000,
+  );
 
   it('has the constants gocryptfs uses', () => {
     expect([HEADER_LEN, PLAIN_BLOCK, CIPHER_BLOCK, BLOCK_OVERHEAD]).toEqual([18, 4096, 4128, 32]);
-  });
+  }, 60_000);
 
   it('writes header version 2 and a random file ID, and block 0 carries its own nonce', async () => {
     const a = await encrypt(Buffer.from('x'));
@@ -71,12 +75,12 @@ describe('layout (gocryptfs documentation and source)', () => {
     expect(a.readUInt16BE(0)).toBe(2);
     expect(a.subarray(2, 18).equals(b.subarray(2, 18))).toBe(false);
     expect(a.subarray(18, 34).equals(b.subarray(18, 34))).toBe(false);
-  });
+  }, 60_000);
 
   it('a header-only file (interrupted first write) reads as empty, as in gocryptfs', async () => {
     expect(cipherSizeToPlainSize(HEADER_LEN)).toBe(0);
     expect((await decrypt(createHeader())).length).toBe(0);
-  });
+  }, 60_000);
 
   it('rejects ciphertext sizes no encryption can produce', () => {
     for (const bad of [1, 17, HEADER_LEN + 1, HEADER_LEN + 32, HEADER_LEN + CIPHER_BLOCK + 32]) {
@@ -87,7 +91,7 @@ describe('layout (gocryptfs documentation and source)', () => {
       expect(() => cipherSizeToPlainSize(bad)).toThrow(InvalidArgumentError);
       expect(() => plainSizeToCipherSize(bad)).toThrow(InvalidArgumentError);
     }
-  });
+  }, 60_000);
 
   it('size conversions are inverse for any size', () => {
     fc.assert(
@@ -95,7 +99,7 @@ describe('layout (gocryptfs documentation and source)', () => {
         expect(cipherSizeToPlainSize(plainSizeToCipherSize(n))).toBe(n);
       }),
     );
-  });
+  }, 60_000);
 
   it('rejects malformed headers and keys', () => {
     expect(() => parseHeader(Buffer.alloc(17))).toThrow(FormatError);
@@ -106,7 +110,7 @@ describe('layout (gocryptfs documentation and source)', () => {
     v1.writeUInt16BE(1, 0);
     expect(() => parseHeader(v1)).toThrow(AuthenticationError);
     expect(() => createEncryptStream(Buffer.alloc(16))).toThrow(InvalidArgumentError);
-  });
+  }, 60_000);
 });
 
 describe('block cipher', () => {
@@ -121,14 +125,14 @@ describe('block cipher', () => {
     expect(() => new ContentCipher(randomBytes(32)).decryptBlock(ct, 7, fileId)).toThrow(
       AuthenticationError,
     );
-  });
+  }, 60_000);
 
   it('block numbers beyond 2^32 are encoded as uint64', () => {
     const n = 2 ** 40 + 5;
     const ct = cipher.encryptBlock(Buffer.from('far'), n, fileId);
     expect(cipher.decryptBlock(ct, n, fileId).toString()).toBe('far');
     expect(() => cipher.decryptBlock(ct, 5, fileId)).toThrow(AuthenticationError);
-  });
+  }, 60_000);
 
   it('reads a full all-zero block as a hole, anything else with a zero nonce is rejected', () => {
     expect(
@@ -140,12 +144,12 @@ describe('block cipher', () => {
     const ct = cipher.encryptBlock(randomBytes(PLAIN_BLOCK), 3, fileId);
     ct.fill(0, 0, 16);
     expect(() => cipher.decryptBlock(ct, 3, fileId)).toThrow(AuthenticationError);
-  });
+  }, 60_000);
 
   it('rejects blocks too short to hold a tag', () => {
     expect(() => cipher.decryptBlock(randomBytes(BLOCK_OVERHEAD), 0, fileId)).toThrow(FormatError);
     expect(() => cipher.encryptBlock(Buffer.alloc(0), 0, fileId)).toThrow(InvalidArgumentError);
-  });
+  }, 60_000);
 });
 
 describe('streams', () => {
@@ -164,13 +168,13 @@ describe('streams', () => {
       ),
       { numRuns: 60 },
     );
-  });
+  }, 60_000);
 
   it('encrypts and decrypts large input in bounded slices', async () => {
     const plain = randomBytes(3 * 1024 * 1024 + 17);
     const ct = await encrypt(plain, [1, 5000, 2 * 1024 * 1024 + 3]);
     expect((await decrypt(ct, [7, 19, 1024 * 1024])).equals(plain)).toBe(true);
-  });
+  }, 60_000);
 
   it('honours a pinned file ID', async () => {
     const fileId = randomBytes(16);
@@ -179,7 +183,7 @@ describe('streams', () => {
     expect(() => createEncryptStream(KEY, { fileId: Buffer.alloc(3) })).toThrow(
       InvalidArgumentError,
     );
-  });
+  }, 60_000);
 
   it('any single flipped bit in the header or any block fails authentication', async () => {
     await fc.assert(
@@ -195,7 +199,7 @@ describe('streams', () => {
       ),
       { numRuns: 150 },
     );
-  });
+  }, 60_000);
 
   it('flipping each bit of the header fails authentication', async () => {
     const ct = await encrypt(randomBytes(100));
@@ -204,7 +208,7 @@ describe('streams', () => {
       bad[bit >> 3] = (bad[bit >> 3] as number) ^ (1 << (bit & 7));
       await expect(decrypt(bad)).rejects.toThrow(AuthenticationError);
     }
-  });
+  }, 60_000);
 
   it('rejects swapped blocks, blocks from another file and the wrong key', async () => {
     const a = await encrypt(randomBytes(2 * PLAIN_BLOCK));
@@ -221,7 +225,7 @@ describe('streams', () => {
     ]);
     await expect(decrypt(spliced)).rejects.toThrow(AuthenticationError);
     await expect(decrypt(a, [], randomBytes(32))).rejects.toThrow(AuthenticationError);
-  });
+  }, 60_000);
 
   it('a file cut anywhere but a block boundary is an error, never plaintext', async () => {
     const plain = randomBytes(2 * PLAIN_BLOCK + 300);
@@ -236,14 +240,14 @@ describe('streams', () => {
       );
       expect(err instanceof FormatError || err instanceof AuthenticationError).toBe(true);
     }
-  });
+  }, 60_000);
 
   it('a cut on a block boundary yields a prefix: the format has no end marker', async () => {
     const plain = randomBytes(2 * PLAIN_BLOCK + 300);
     const ct = await encrypt(plain);
     const prefix = await decrypt(ct.subarray(0, HEADER_LEN + CIPHER_BLOCK));
     expect(prefix.equals(plain.subarray(0, PLAIN_BLOCK))).toBe(true);
-  });
+  }, 60_000);
 
   it('reads holes (all-zero full blocks) inside a stream as zeros', async () => {
     const plain = randomBytes(3 * PLAIN_BLOCK);
@@ -251,5 +255,5 @@ describe('streams', () => {
     ct.fill(0, HEADER_LEN + CIPHER_BLOCK, HEADER_LEN + 2 * CIPHER_BLOCK);
     plain.fill(0, PLAIN_BLOCK, 2 * PLAIN_BLOCK);
     expect((await decrypt(ct)).equals(plain)).toBe(true);
-  });
+  }, 60_000);
 });

@@ -71,7 +71,7 @@ describe('ContentWorkerPool', () => {
       ),
       { numRuns: 25 },
     );
-  });
+  }, 60_000);
 
   it('keeps block order: every block decrypts to its own position', async () => {
     // Block i holds the byte i in every position, so any reordering shows in the output.
@@ -80,7 +80,7 @@ describe('ContentWorkerPool', () => {
     const back = await buffer(Readable.from([ct]).pipe(createDecryptStream(KEY)));
     for (let i = 0; i < 64; i++) expect(back[i * PLAIN_BLOCK]).toBe(i);
     expect(back.equals(plain)).toBe(true);
-  });
+  }, 60_000);
 
   it('reports tampering and truncation with typed errors', async () => {
     const ct = await buffer(
@@ -100,7 +100,7 @@ describe('ContentWorkerPool', () => {
     ).rejects.toThrow(FormatError);
     expect(() => pool.createEncryptStream(Buffer.alloc(31))).toThrow(InvalidArgumentError);
     expect(() => new ContentWorkerPool({ threads: 0 })).toThrow(InvalidArgumentError);
-  });
+  }, 60_000);
 
   it('encrypts and decrypts files atomically, leaving nothing behind on failure', async () => {
     const plain = randomBytes(5 * 1024 * 1024 + 11);
@@ -120,5 +120,5 @@ describe('ContentWorkerPool', () => {
       await big.destroy();
     }
     expect((await readdir(dir)).sort()).toEqual(['back', 'cipher', 'plain']);
-  });
+  }, 60_000);
 });
