@@ -1,1 +1,9 @@
-export {};
+export * from './errors.js';
+export * from './key-source.js';
+export * from './keyring.js';
+export * from './kek-input.js';
+export * from './memory-key-service.js';
+export * from './filesystem.js';
+export * from './mount.js';
+export * from './hpke-x25519.js';
+export * from './key-agent.js';

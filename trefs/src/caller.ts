@@ -1,0 +1,134 @@
+/**
+ * Who is calling: fuse-native does not pass the FUSE request context (pid) to JavaScript, so
+ * trefs finds the caller the way an administrator would. While trefs handles an open, create,
+ * rename or unlink, the calling thread is blocked inside that system call, and
+ * /proc/<tid>/syscall shows the call and its arguments. A thread qualifies when it is blocked
+ * in a path-taking call whose path argument (read from /proc/<tid>/mem) ends in the name being
+ * handled. Threads that matched recently are checked first, so a busy process costs a few
+ * reads per operation; a full scan of /proc happens only on a miss.
+ *
+ * Linux x86-64 only; elsewhere, or when /proc is not readable, events carry no pid.
+ */
+import { open, readFile, readdir, readlink } from 'node:fs/promises';
+import { posix } from 'node:path';
+
+/** x86-64 syscall numbers of path-taking calls trefs audits, with their path argument indices. */
+const PATH_ARGS = new Map<number, number[]>([
+  [2, [0]], // open
+  [85, [0]], // creat
+  [257, [1]], // openat
+  [437, [1]], // openat2
+  [82, [0, 1]], // rename
+  [264, [1, 3]], // renameat
+  [316, [1, 3]], // renameat2
+  [87, [0]], // unlink
+  [263, [1]], // unlinkat
+]);
+
+const RECENT = 8;
+const PATH_READ = 4096;
+
+export interface CallerInfo {
+  pid: number;
+  exe?: string;
+}
+
+async function readPathArg(tid: number, addr: bigint): Promise<string | undefined> {
+  let fh;
+  try {
+    fh = await open(`/proc/${tid}/mem`, 'r');
+    const buf = Buffer.alloc(PATH_READ);
+    const { bytesRead } = await fh.read(buf, 0, PATH_READ, Number(addr));
+    const end = buf.indexOf(0);
+    return buf.toString('utf8', 0, end < 0 ? bytesRead : end);
+  } catch {
+    return undefined;
+  } finally {
+    await fh?.close();
+  }
+}
+
+/** 'match', 'candidate' (right call, path unreadable) or 'no'. */
+async function check(tid: number, base: string): Promise<'match' | 'candidate' | 'no'> {
+  let text: string;
+  try {
+    text = await readFile(`/proc/${tid}/syscall`, 'latin1');
+  } catch {
+    return 'no';
+  }
+  const parts = text.trim().split(' ');
+  const indices = PATH_ARGS.get(Number(parts[0]));
+  if (indices === undefined) return 'no';
+  let unreadable = false;
+  for (const i of indices) {
+    const arg = parts[i + 1];
+    if (arg === undefined) continue;
+    const path = await readPathArg(tid, BigInt(arg));
+    if (path === undefined) unreadable = true;
+    else if (posix.basename(path) === base) return 'match';
+  }
+  return unreadable ? 'candidate' : 'no';
+}
+
+export class CallerResolver {
+  private readonly recent: number[] = [];
+  readonly supported = process.platform === 'linux' && process.arch === 'x64';
+
+  /** The process blocked in a call on `plainPath` (basename compared), if it can be found. */
+  async resolve(plainPath: string): Promise<CallerInfo | undefined> {
+    if (!this.supported) return undefined;
+    const base = posix.basename(plainPath);
+    for (const tid of this.recent) {
+      if ((await check(tid, base)) === 'match') return this.info(tid);
+    }
+    const candidates: number[] = [];
+    let procs: string[];
+    try {
+      procs = await readdir('/proc');
+    } catch {
+      return undefined;
+    }
+    for (const p of procs) {
+      if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
+      let tasks: string[];
+      try {
+        tasks = await readdir(`/proc/${p}/task`);
+      } catch {
+        continue;
+      }
+      for (const t of tasks) {
+        const tid = Number(t);
+        const res = await check(tid, base);
+        if (res === 'match') {
+          this.remember(tid);
+          return this.info(tid);
+        }
+        if (res === 'candidate') candidates.push(tid);
+      }
+    }
+    return candidates.length === 1 ? this.info(candidates[0]!) : undefined;
+  }
+
+  private remember(tid: number): void {
+    const i = this.recent.indexOf(tid);
+    if (i >= 0) this.recent.splice(i, 1);
+    this.recent.unshift(tid);
+    if (this.recent.length > RECENT) this.recent.pop();
+  }
+
+  private async info(tid: number): Promise<CallerInfo> {
+    let pid = tid;
+    try {
+      const status = await readFile(`/proc/${tid}/status`, 'latin1');
+      const m = /^Tgid:\s+(\d+)/m.exec(status);
+      if (m) pid = Number(m[1]);
+    } catch {
+      return { pid };
+    }
+    try {
+      return { pid, exe: await readlink(`/proc/${pid}/exe`) };
+    } catch {
+      return { pid };
+    }
+  }
+}
