@@ -164,6 +164,8 @@ async function checkMasterKey(volume: Volume): Promise<void> {
 }
 
 export interface TreeProgress {
+  /** Stops the operation; what was in progress is cleaned up as on any other failure. */
+  signal?: AbortSignal;
   /** Called once after planning with the totals, then after every chunk. */
   onProgress?: (
     doneBytes: number,
@@ -348,12 +350,14 @@ async function streamFile(
   dst: string,
   transform: NodeJS.ReadWriteStream,
   onBytes: (n: number) => void,
+  signal: AbortSignal | undefined,
 ): Promise<void> {
   // O_NOFOLLOW: the plan refused symlinks; one swapped in since must not be followed.
   const srcHandle = await open(src, fsc.O_RDONLY | fsc.O_NOFOLLOW);
   const input = srcHandle.createReadStream();
   input.on('data', (chunk) => onBytes(chunk.length));
-  await pipeline(input, transform, createWriteStream(dst, { flags: 'wx', mode: 0o600 }));
+  const output = createWriteStream(dst, { flags: 'wx', mode: 0o600 });
+  await pipeline(input, transform, output, { signal });
   const fh = await open(dst, 'r');
   try {
     await fh.sync();
@@ -402,6 +406,7 @@ export async function encryptTree(
   const progress = progressCounter(ops, options);
   let directories = 0;
   for (const op of ops) {
+    options.signal?.throwIfAborted();
     if (op.kind === 'dirdone') {
       await applyMeta(op.path, op.stats);
       continue;
@@ -425,7 +430,13 @@ export async function encryptTree(
     if (op.longNameFile) await writeLongNameFile(op.dstParent, op.entry, op.longNameFile);
     const tmp = tempSibling(dst);
     try {
-      await streamFile(op.src, tmp, createEncryptStream(volume.masterKey), progress.bytes);
+      await streamFile(
+        op.src,
+        tmp,
+        createEncryptStream(volume.masterKey),
+        progress.bytes,
+        options.signal,
+      );
       await applyMeta(tmp, op.stats);
       await link(tmp, dst);
     } finally {
@@ -465,6 +476,7 @@ export async function decryptTree(
   let directories = 0;
   try {
     for (const op of ops) {
+      options.signal?.throwIfAborted();
       if (op.kind === 'dirdone') {
         await applyMeta(op.path, op.stats);
       } else if (op.kind === 'dir') {
@@ -472,7 +484,13 @@ export async function decryptTree(
         await mkdir(join(op.dstParent, op.entry), { mode: 0o700 });
       } else {
         const out = join(op.dstParent, op.entry);
-        await streamFile(op.src, out, createDecryptStream(volume.masterKey), progress.bytes);
+        await streamFile(
+          op.src,
+          out,
+          createDecryptStream(volume.masterKey),
+          progress.bytes,
+          options.signal,
+        );
         await applyMeta(out, op.stats);
         progress.file();
       }

@@ -1,6 +1,6 @@
 /** The `tre-crypt` binary as scripts call it: built output, real processes, real gocryptfs-xray. */
 import { afterAll, beforeAll, describe, expect, it, jest } from '@jest/globals';
-import { execFileSync, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
 import { chmod, mkdir, mkdtemp, readFile, readdir, rm, stat, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
@@ -288,5 +288,65 @@ describe('encrypt, decrypt, xray', () => {
       /incomplete file header: read 10 bytes, want 18/,
     );
     expectOneLineFailure(treCrypt(['xray', join(work, 'missing')]), 1, /ENOENT/);
+  });
+});
+
+describe('terminal behaviour', () => {
+  it('draws a progress bar on stderr only when stderr is a terminal', async () => {
+    const vol = join(work, 'tty-vol');
+    expect(treCrypt(['init', '--scryptn', '10', '--passfile', passfile, vol]).status).toBe(0);
+    expect(treCrypt(['encrypt', '--passfile', passfile, plain, vol]).status).toBe(0);
+    const out = join(work, 'out-tty');
+    // script(1) gives the command a pseudo-terminal.
+    const r = spawnSync(
+      'script',
+      [
+        '-q',
+        '-e',
+        '-c',
+        `${process.execPath} ${CLI} decrypt --passfile ${passfile} ${vol} ${out}`,
+        '/dev/null',
+      ],
+      {
+        encoding: 'utf8',
+      },
+    );
+    expect(r.status).toBe(0);
+    expect(r.stdout).toMatch(/decrypting \[[=-]+\] \d+%/);
+    expect(r.stdout).not.toContain(PASSPHRASE);
+    expect(await readFile(join(out, 'a.txt'), 'utf8')).toBe('alpha');
+  });
+
+  it('cleans up and exits 130 when interrupted', async () => {
+    const bigPlain = join(work, 'big-plain');
+    const bigVol = join(work, 'big-vol');
+    await mkdir(bigPlain);
+    await writeFile(join(bigPlain, 'big'), randomBytes(128 << 20));
+    expect(treCrypt(['init', '--scryptn', '10', '--passfile', passfile, bigVol]).status).toBe(0);
+    expect(treCrypt(['encrypt', '--passfile', passfile, bigPlain, bigVol]).status).toBe(0);
+    await rm(bigPlain, { recursive: true });
+
+    const parent = join(work, 'interrupt');
+    await mkdir(parent);
+    const child = spawn(
+      process.execPath,
+      [CLI, 'decrypt', '--passfile', passfile, bigVol, join(parent, 'out')],
+      {
+        stdio: ['ignore', 'pipe', 'pipe'],
+      },
+    );
+    let stderr = '';
+    child.stderr.on('data', (d: Buffer) => (stderr += d.toString()));
+    const exited = new Promise<number | null>((resolve) => child.once('exit', resolve));
+    // Interrupt once the staging folder exists, i.e. in the middle of writing.
+    const deadline = Date.now() + 30_000;
+    while ((await readdir(parent)).length === 0 && Date.now() < deadline) {
+      await new Promise((r) => setTimeout(r, 5));
+    }
+    expect((await readdir(parent)).length).toBe(1);
+    child.kill('SIGINT');
+    expect(await exited).toBe(130);
+    expect(stderr).toBe('tre-crypt: interrupted by SIGINT\n');
+    expect(await readdir(parent)).toEqual([]);
   });
 });

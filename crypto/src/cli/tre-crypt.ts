@@ -8,8 +8,8 @@
  *   tre-crypt xray    <file>
  *
  * Exit codes: 0 success, 1 failure, 2 usage error, 3 wrong passphrase or master key, or
- * authentication failure (tampered data). Failures print one line on stderr; keys and
- * passphrases are never printed.
+ * authentication failure (tampered data), 130 interrupted. Failures print one line on
+ * stderr; keys and passphrases are never printed.
  */
 import { SingleBar } from 'cli-progress';
 import { Command, CommanderError, Option } from 'commander';
@@ -33,7 +33,16 @@ import {
 import { parseMasterKeyHex, readPassFile, readStdin } from './secrets.js';
 import { xray } from './xray.js';
 
-const EXIT = { ok: 0, failure: 1, usage: 2, auth: 3 } as const;
+const EXIT = { ok: 0, failure: 1, usage: 2, auth: 3, interrupted: 130 } as const;
+
+/**
+ * SIGINT/SIGTERM abort the running tree operation, which then removes its temporary files
+ * (and, for decrypt, the half-built folder) before the process exits with 130.
+ */
+const interrupt = new AbortController();
+for (const sig of ['SIGINT', 'SIGTERM'] as const) {
+  process.once(sig, () => interrupt.abort(new Error(`interrupted by ${sig}`)));
+}
 
 class UsageError extends Error {}
 
@@ -147,7 +156,7 @@ function buildProgram(): Command {
     })
     .addHelpText(
       'after',
-      '\nExit codes: 0 ok, 1 failure, 2 usage error, 3 wrong passphrase/key or tampered data.',
+      '\nExit codes: 0 ok, 1 failure, 2 usage error, 3 wrong passphrase/key or tampered data, 130 interrupted.',
     );
 
   const passfile = () =>
@@ -203,7 +212,7 @@ function buildProgram(): Command {
       const result = await withVolume(cipherDir, opts, async (volume) => {
         const bar = progressBar('encrypting');
         try {
-          return await encryptTree(volume, plainDir, bar.options);
+          return await encryptTree(volume, plainDir, { ...bar.options, signal: interrupt.signal });
         } finally {
           bar.stop();
         }
@@ -224,6 +233,7 @@ function buildProgram(): Command {
         try {
           return await decryptTree(volume, plainDir, {
             ...bar.options,
+            signal: interrupt.signal,
             onWarning: (m) => process.stderr.write(`tre-crypt: warning: ${m}\n`),
           });
         } finally {
@@ -260,6 +270,10 @@ async function main(argv: string[]): Promise<number> {
   } catch (err) {
     if (err instanceof CommanderError) {
       return err.exitCode === 0 ? EXIT.ok : EXIT.usage;
+    }
+    if (interrupt.signal.aborted) {
+      process.stderr.write(`tre-crypt: ${String((interrupt.signal.reason as Error).message)}\n`);
+      return EXIT.interrupted;
     }
     const message = err instanceof Error ? err.message : String(err);
     process.stderr.write(`tre-crypt: ${oneLine(message)}\n`);
