@@ -131,10 +131,8 @@ export async function openVolume(cipherDir: string, unlock: Unlock): Promise<Vol
     return makeVolume(dir, await unlockMasterKey(conf, unlock.passphrase), conf);
   }
   assertKey(unlock.masterKey, 'master key');
-  try {
+  if ((await lstatOrNull(join(dir, CONF_NAME))) !== null) {
     conf = await readConfigFile(join(dir, CONF_NAME));
-  } catch (err) {
-    if (!(err instanceof CryptoError && /does not exist/.test(err.message))) throw err;
   }
   const volume = makeVolume(dir, Buffer.from(unlock.masterKey), conf);
   try {

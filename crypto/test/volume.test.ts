@@ -308,6 +308,19 @@ describe('tampering and wrong keys', () => {
     expect(await readFile(join(out, 'l'.repeat(200)), 'utf8')).toBe('long');
   });
 
+  it('opens by master key when gocryptfs.conf is gone, with the default flags', async () => {
+    const { cipher, volume } = await freshVolume();
+    await rm(join(cipher, 'gocryptfs.conf'), { force: true });
+    const byKey = await openVolume(cipher, { masterKey: volume.masterKey });
+    expect(byKey.conf).toBeUndefined();
+    const out = fresh('noconf');
+    await decryptTree(byKey, out);
+    expect(await readFile(join(out, 'l'.repeat(200)), 'utf8')).toBe('long');
+    await expect(openVolume(cipher, { passphrase: PASS })).rejects.toThrow(
+      /not a gocryptfs volume/,
+    );
+  });
+
   it('skips unfinished temporary entries with a warning', async () => {
     const { cipher, volume } = await freshVolume();
     await writeFile(join(cipher, '.tre-0123456789ab.tmp'), 'partial');
