@@ -134,10 +134,24 @@ function asBuffer(data: Uint8Array): Buffer {
 export class ContentCipher {
   private readonly key: KeyObject;
   private readonly aad = Buffer.alloc(8 + FILE_ID_LEN);
-  private nonces = Buffer.alloc(0);
+  private nonceViews: Uint8Array[] = [];
 
   constructor(key: Uint8Array) {
     this.key = createSecretKey(deriveSubkey(key, 'content'));
+  }
+
+  /** `count` fresh random nonces from one RNG call, as views reused across calls. */
+  private takeNonces(count: number): Uint8Array[] {
+    if (count === 0) return [];
+    if (this.nonceViews.length < count) {
+      const pool = new Uint8Array(count * NONCE_LEN);
+      this.nonceViews = Array.from({ length: count }, (_, i) =>
+        pool.subarray(i * NONCE_LEN, (i + 1) * NONCE_LEN),
+      );
+    }
+    const first = this.nonceViews[0] as Uint8Array;
+    randomFillSync(new Uint8Array(first.buffer, first.byteOffset, count * NONCE_LEN));
+    return this.nonceViews;
   }
 
   /** Writes the uint64 BE block number in front of the file ID already in the AAD buffer. */
@@ -188,23 +202,24 @@ export class ContentCipher {
     if (dst.length - outOffset < outLen) {
       throw new InvalidArgumentError(`output buffer too small: need ${outLen} bytes`);
     }
-    if (this.nonces.length < count * NONCE_LEN) this.nonces = Buffer.allocUnsafe(count * NONCE_LEN);
-    randomFillSync(this.nonces, 0, count * NONCE_LEN);
+    const nonces = this.takeNonces(count);
     this.aad.set(fileId, 8);
+    // Plain Uint8Array views: Buffer#subarray costs a subclass construction per call, which is
+    // measurable at two per 4 KiB block.
+    const base = src.byteOffset;
     let o = outOffset;
     for (let i = 0; i < count; i++) {
       this.setAad(firstBlockNo + i);
-      const nonce = this.nonces.subarray(i * NONCE_LEN, (i + 1) * NONCE_LEN);
+      const nonce = nonces[i] as Uint8Array;
+      const len = Math.min(PLAIN_BLOCK, src.length - i * PLAIN_BLOCK);
       const cipher = createCipheriv('aes-256-gcm', this.key, nonce);
       cipher.setAAD(this.aad);
-      const ct = cipher.update(
-        src.subarray(i * PLAIN_BLOCK, Math.min(src.length, (i + 1) * PLAIN_BLOCK)),
-      );
+      const ct = cipher.update(new Uint8Array(src.buffer, base + i * PLAIN_BLOCK, len));
       cipher.final();
       dst.set(nonce, o);
       dst.set(ct, o + NONCE_LEN);
-      dst.set(cipher.getAuthTag(), o + NONCE_LEN + ct.length);
-      o += ct.length + BLOCK_OVERHEAD;
+      dst.set(cipher.getAuthTag(), o + NONCE_LEN + len);
+      o += len + BLOCK_OVERHEAD;
     }
     return out === undefined ? dst : dst.subarray(outOffset, o);
   }
@@ -230,13 +245,16 @@ export class ContentCipher {
     }
     this.aad.set(fileId, 8);
     let o = outOffset;
+    const buf = src.buffer;
+    const base = src.byteOffset;
     for (let s = 0, blockNo = firstBlockNo; s < src.length; s += CIPHER_BLOCK, blockNo++) {
-      const block = src.subarray(s, Math.min(src.length, s + CIPHER_BLOCK));
-      const nonce = block.subarray(0, NONCE_LEN);
-      const plainLen = block.length - BLOCK_OVERHEAD;
-      if (nonce.equals(ZERO_NONCE)) {
-        if (!isHole(block))
+      const blockLen = Math.min(CIPHER_BLOCK, src.length - s);
+      const plainLen = blockLen - BLOCK_OVERHEAD;
+      const nonce = new Uint8Array(buf, base + s, NONCE_LEN);
+      if (ZERO_NONCE.equals(nonce)) {
+        if (!isHole(new Uint8Array(buf, base + s, blockLen))) {
           throw new AuthenticationError(`block ${blockNo} has an all-zero nonce: corrupted file`);
+        }
         dst.fill(0, o, o + PLAIN_BLOCK);
         o += PLAIN_BLOCK;
         continue;
@@ -244,8 +262,8 @@ export class ContentCipher {
       this.setAad(blockNo);
       const decipher = createDecipheriv('aes-256-gcm', this.key, nonce);
       decipher.setAAD(this.aad);
-      decipher.setAuthTag(block.subarray(NONCE_LEN + plainLen));
-      const pt = decipher.update(block.subarray(NONCE_LEN, NONCE_LEN + plainLen));
+      decipher.setAuthTag(new Uint8Array(buf, base + s + NONCE_LEN + plainLen, TAG_LEN));
+      const pt = decipher.update(new Uint8Array(buf, base + s + NONCE_LEN, plainLen));
       try {
         decipher.final();
       } catch {
