@@ -1,3 +1,4 @@
 import { jestConfig } from '../jest.preset.js';
 
-export default jestConfig();
+// Generous hook and test timeouts: CI machines are small and shared.
+export default jestConfig({ testTimeout: 60_000 });

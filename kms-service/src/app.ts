@@ -3,7 +3,6 @@
  * JSON. Routes only translate; every decision happens in the policy, every change in Kms.
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { once } from 'node:events';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
@@ -32,6 +31,19 @@ declare module 'express-serve-static-core' {
   interface Request {
     user?: HubUser;
   }
+}
+
+/** Resolves when the response can take more data or has gone away; leaves no listeners behind. */
+function writable(res: Response): Promise<void> {
+  return new Promise((resolve) => {
+    const done = (): void => {
+      res.off('drain', done);
+      res.off('close', done);
+      resolve();
+    };
+    res.on('drain', done);
+    res.on('close', done);
+  });
 }
 
 function digest(s: string): Buffer {
@@ -258,7 +270,7 @@ export function createApp(opts: AppOptions): express.Express {
       kms.authorizeAuditExport(user(req));
       res.type('application/x-ndjson');
       for (const line of exportLines(kms.db, kms.audit.signer.publicKeyPem())) {
-        if (!res.write(line + '\n')) await once(res, 'drain');
+        if (!res.write(line + '\n')) await writable(res);
       }
       res.end();
     }),
@@ -338,7 +350,7 @@ export function createApp(opts: AppOptions): express.Express {
       });
       for (const chunk of chunks) {
         if (closed) return;
-        if (!res.write(chunk)) await Promise.race([once(res, 'drain'), once(res, 'close')]);
+        if (!res.write(chunk)) await writable(res);
       }
       res.end();
     }),

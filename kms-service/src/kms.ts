@@ -42,7 +42,7 @@ export interface KmsOptions {
 }
 
 const KEY_HOLDER_ROLES: readonly Role[] = ['pi', 'researcher', 'data_owner'];
-const STREAM_PAGE = 2000;
+const STREAM_PAGE = 5000;
 
 function wrappedJson(rec: unknown, what: string): { rec: WrappedKey; json: string } {
   let parsed: WrappedKey;

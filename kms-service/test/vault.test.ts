@@ -146,7 +146,7 @@ test('a wrong share is detected when the user combines', async () => {
   // the reconstruction itself can notice.
   await approve('tom', 'wendy', (s) => {
     const bad = Uint8Array.from(s);
-    bad[25] ^= 0x01;
+    bad[25] = bad[25]! ^ 0x01;
     const sum = createHash('sha256')
       .update('tre-shamir-share/v1\0')
       .update(bad.subarray(0, bad.length - 8))

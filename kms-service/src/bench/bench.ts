@@ -1,0 +1,273 @@
+/**
+ * `npm run bench`: the KMS on loopback as its own process (`tre-kms serve`), driven by autocannon.
+ *   1. all wrapped DEKs of a 100,000-file project, streamed in one response     (target < 2 s)
+ *   2. single file-key release, policy + audit append included                  (>= 2,000 req/s, p99 < 20 ms)
+ *   3. audit append, one transaction per entry, sustained                      (>= 5,000 entries/s)
+ *   4. offline `tre-kms audit verify` of a 1,000,000-entry export               (< 30 s)
+ * Medians of several runs. A minimal stand-in answers the hub's GET /user (cached by the KMS).
+ */
+import { spawn, execFileSync } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { createServer } from 'node:http';
+import { once } from 'node:events';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import autocannon from 'autocannon';
+import { encodePublicKey, fingerprint } from '@tre/crypto';
+import { AuditLog, AuditSigner, exportLines } from '../audit.js';
+import { migrate, openDatabase } from '../db.js';
+import { FileStore } from '../store/files.js';
+import { KeyStore } from '../store/keys.js';
+import { PeopleStore } from '../store/people.js';
+import { ProjectStore } from '../store/projects.js';
+
+const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+const FILES = Number(process.env.BENCH_FILES ?? 100_000);
+const VERIFY_ENTRIES = Number(process.env.BENCH_VERIFY_ENTRIES ?? 1_000_000);
+const RUNS = 3;
+const TOKEN = randomBytes(16).toString('hex');
+
+const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
+const b64 = (n: number): string => randomBytes(n).toString('base64url');
+const fakeWrapped = (kid: string): string =>
+  JSON.stringify({ v: 1, kid, kem: 'x25519', enc: b64(32), ct: b64(48) });
+function fakeKey(): { text: string; kid: string } {
+  const pk = randomBytes(32);
+  const kid = fingerprint('x25519', pk);
+  return { text: encodePublicKey({ kem: 'x25519', kid, publicKey: pk }), kid };
+}
+
+function seed(dbPath: string): string {
+  const db = openDatabase(dbPath);
+  migrate(db);
+  const now = new Date().toISOString();
+  const later = new Date(Date.now() + 365 * 86400e3).toISOString();
+  const people = new PeopleStore(db);
+  const projects = new ProjectStore(db);
+  const keys = new KeyStore(db);
+  const files = new FileStore(db);
+  let firstFile = '';
+  db.transaction(() => {
+    for (const u of ['bench-pi', 'bench-do']) {
+      people.upsert(u, 'Bench', null, now);
+      people.acceptAgreement(u, '1', now);
+      for (const kind of ['hpc', 'data_awareness', 'tre_rules'] as const) {
+        people.recordTraining(u, kind, now, later, 'bench');
+      }
+    }
+    projects.create('bench', 'bench', '', 'bench-pi', now);
+    for (const [u, role] of [
+      ['bench-pi', 'pi'],
+      ['bench-do', 'data_owner'],
+    ] as const) {
+      projects.addMember({
+        project_id: 'bench',
+        username: u,
+        role,
+        valid_from: null,
+        valid_until: later,
+        added_by: 'bench-pi',
+        added_at: now,
+      });
+    }
+    projects.consent('bench', 'bench-do', now);
+    const pk = fakeKey();
+    keys.addEpoch({
+      project_id: 'bench',
+      epoch: 1,
+      kem: 'x25519',
+      kid: pk.kid,
+      public_key: pk.text,
+      volume_wrapped: fakeWrapped(pk.kid),
+      previous_wrapped: null,
+      created_by: 'bench-pi',
+      created_at: now,
+    });
+    projects.setEpoch('bench', 1);
+    for (let i = 0; i < FILES; i++) {
+      const id = randomBytes(16).toString('hex');
+      if (i === 0) firstFile = id;
+      files.insert(
+        {
+          file_id: id,
+          epoch: 1,
+          size: 1 << 20,
+          sha256: randomBytes(32).toString('hex'),
+          wrapped: fakeWrapped(pk.kid),
+        },
+        'bench',
+        'bench-do',
+        now,
+      );
+    }
+  })();
+  db.close();
+  return firstFile;
+}
+
+async function main(): Promise<void> {
+  const dir = mkdtempSync(join(tmpdir(), 'tre-kms-bench-'));
+  const results: Record<string, unknown> = {};
+  const hub = createServer((req, res) => {
+    if (req.url === '/hub/api/user' && req.headers.authorization === `token ${TOKEN}`) {
+      res.setHeader('Content-Type', 'application/json');
+      res.end(JSON.stringify({ kind: 'user', name: 'bench-pi', admin: false }));
+    } else {
+      res.statusCode = 403;
+      res.end('{}');
+    }
+  });
+  hub.listen(0, '127.0.0.1');
+  await once(hub, 'listening');
+  const hubPort = (hub.address() as { port: number }).port;
+  const port = 30000 + (process.pid % 20000);
+  const dbPath = join(dir, 'kms.sqlite');
+  const t0 = performance.now();
+  const fileId = seed(dbPath);
+  console.log(`seeded ${FILES} files in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
+  writeFileSync(
+    join(dir, 'kms.yaml'),
+    `database: kms.sqlite\nauditKey: audit.pem\nagreementVersion: "1"\nlogLevel: warn\nport: ${port}\nhub:\n  apiUrl: http://127.0.0.1:${hubPort}/hub/api\n`,
+  );
+  const child = spawn(process.execPath, [CLI, 'serve', '--config', join(dir, 'kms.yaml')], {
+    stdio: ['ignore', 'inherit', 'inherit'],
+  });
+  const base = `http://127.0.0.1:${port}`;
+  try {
+    for (let i = 0; ; i++) {
+      try {
+        if ((await fetch(`${base}/healthz`)).ok) break;
+      } catch {
+        if (i > 300) throw new Error('tre-kms did not start');
+      }
+      await new Promise((r) => setTimeout(r, 100));
+    }
+    const headers = { Authorization: `token ${TOKEN}` };
+
+    // 1. streamed batch of wrapped DEKs
+    const batch: number[] = [];
+    for (let i = 0; i < RUNS + 1; i++) {
+      const s = performance.now();
+      const res = await fetch(`${base}/v1/projects/bench/files/keys`, { headers });
+      const text = await res.text();
+      const lines = text.split('\n').length - 1;
+      if (res.status !== 200 || lines !== FILES)
+        throw new Error(`batch: ${res.status}, ${lines} lines`);
+      if (i > 0) batch.push((performance.now() - s) / 1000);
+    }
+    results.batchSeconds = median(batch);
+    console.log(
+      `1. ${FILES} wrapped DEKs streamed: median ${median(batch).toFixed(2)} s (runs ${batch.map((x) => x.toFixed(2)).join(', ')})`,
+    );
+
+    // 2. single key release under load
+    const rel: Array<{ rps: number; p99: number; p50: number }> = [];
+    for (let i = 0; i < RUNS; i++) {
+      const r = await autocannon({
+        url: `${base}/v1/projects/bench/files/${fileId}/key`,
+        headers,
+        connections: 16,
+        duration: 8,
+      });
+      if (r.non2xx > 0 || r.errors > 0)
+        throw new Error(`release: ${r.non2xx} non-2xx, ${r.errors} errors`);
+      rel.push({ rps: r.requests.average, p99: r.latency.p99, p50: r.latency.p50 });
+    }
+    results.release = {
+      rps: median(rel.map((r) => r.rps)),
+      p99: median(rel.map((r) => r.p99)),
+      p50: median(rel.map((r) => r.p50)),
+    };
+    console.log(
+      `2. key release: median ${median(rel.map((r) => r.rps)).toFixed(0)} req/s, p50 ${median(rel.map((r) => r.p50))} ms, p99 ${median(rel.map((r) => r.p99))} ms`,
+    );
+  } finally {
+    child.kill('SIGTERM');
+    await once(child, 'exit');
+    hub.close();
+  }
+
+  // 3. audit append, one transaction per entry as in the service
+  const adb = openDatabase(join(dir, 'append.sqlite'));
+  migrate(adb);
+  const log = new AuditLog(adb, AuditSigner.generate());
+  const rates: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    const end = performance.now() + 3000;
+    let n = 0;
+    const s = performance.now();
+    const one = adb.transaction((i: number) =>
+      log.append({
+        actor: 'bench',
+        action: 'file_key.release',
+        object: `project:bench file:${i}`,
+        result: 'ok',
+      }),
+    );
+    while (performance.now() < end) one(n++);
+    rates.push(n / ((performance.now() - s) / 1000));
+  }
+  adb.close();
+  results.appendPerSecond = median(rates);
+  console.log(
+    `3. audit append: median ${median(rates).toFixed(0)} entries/s (one transaction each)`,
+  );
+
+  // 4. offline verification of a 1,000,000-entry export
+  const vdb = openDatabase(join(dir, 'verify.sqlite'));
+  migrate(vdb);
+  const signer = AuditSigner.generate();
+  const vlog = new AuditLog(vdb, signer, { checkpointEvery: 10_000 });
+  const chunk = vdb.transaction((from: number, to: number) => {
+    for (let i = from; i < to; i++)
+      vlog.append({
+        actor: `user${i % 97}`,
+        action: 'file_key.release',
+        object: `project:bench file:${i}`,
+        result: 'ok',
+      });
+  });
+  for (let i = 0; i < VERIFY_ENTRIES; i += 50_000) chunk(i, Math.min(i + 50_000, VERIFY_ENTRIES));
+  vlog.checkpoint();
+  const exportFile = join(dir, 'audit.jsonl');
+  const out = createWriteStream(exportFile);
+  for (const line of exportLines(vdb, signer.publicKeyPem()))
+    if (!out.write(line + '\n')) await once(out, 'drain');
+  out.end();
+  await once(out, 'finish');
+  vdb.close();
+  writeFileSync(join(dir, 'signer.pub'), signer.publicKeyPem());
+  const vt: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    const s = performance.now();
+    const stdout = execFileSync(process.execPath, [
+      CLI,
+      'audit',
+      'verify',
+      exportFile,
+      '--public-key',
+      join(dir, 'signer.pub'),
+    ]).toString();
+    vt.push((performance.now() - s) / 1000);
+    if (!stdout.includes(`${VERIFY_ENTRIES} entries`)) throw new Error(`verify: ${stdout}`);
+  }
+  results.verifySeconds = median(vt);
+  console.log(
+    `4. tre-kms audit verify, ${VERIFY_ENTRIES} entries: median ${median(vt).toFixed(1)} s`,
+  );
+
+  mkdirSync(join(process.cwd(), '..', 'bench-results'), { recursive: true });
+  writeFileSync(
+    join(process.cwd(), '..', 'bench-results', 'kms-service.json'),
+    JSON.stringify(
+      { date: new Date().toISOString(), files: FILES, verifyEntries: VERIFY_ENTRIES, ...results },
+      null,
+      2,
+    ),
+  );
+  rmSync(dir, { recursive: true, force: true });
+}
+
+await main();
