@@ -9,7 +9,6 @@ import { readFile } from 'node:fs/promises';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Command, CommanderError, Option } from 'commander';
-import { KmsClient, KmsClientError } from '@tre/kms-service';
 import { validatePlainName } from '@tre/crypto';
 import { EXIT, TreError } from './errors.js';
 import { IngressClient } from './ingress-client.js';
@@ -21,7 +20,6 @@ import { parseHexKey, passphrase, readFd } from './secrets.js';
 import { runUpload } from './upload.js';
 import { kmsMode, masterKeyMode } from './upload-keys.js';
 import type { UploadKeys } from './upload-keys.js';
-import { serveIngress } from './ingress/main.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const version = (
@@ -47,15 +45,22 @@ async function hubToken(file: string | undefined): Promise<string> {
   return t;
 }
 
+/** Loaded on demand: the KMS client is the heaviest part of the CLI's startup. */
+async function kmsClient(url: string, token: string) {
+  const { KmsClient } = await import('@tre/kms-service');
+  return new KmsClient({ baseUrl: url, token });
+}
+
 function kmsError(e: unknown, what: string): TreError {
-  if (e instanceof KmsClientError) {
+  if (e instanceof Error && e.name === 'KmsClientError') {
+    const k = e as Error & { status: number };
     const code =
-      e.status === 401 || e.status === 403
+      k.status === 401 || k.status === 403
         ? EXIT.auth
-        : e.status >= 500
+        : k.status >= 500
           ? EXIT.unavailable
           : EXIT.failure;
-    return new TreError(code, `${what}: ${e.message}`);
+    return new TreError(code, `${what}: ${k.message}`);
   }
   return new TreError(EXIT.unavailable, `${what}: ${(e as Error).message}`);
 }
@@ -229,10 +234,10 @@ export function buildProgram(): Command {
       const file = await createKeyFile(String(o.keyFile), pass, o.kem as 'x25519' | 'x-wing');
       process.stdout.write(`created ${o.keyFile}\nkey id ${file.kid}\n`);
       if (o.kms) {
-        const kms = new KmsClient({
-          baseUrl: String(o.kms),
-          token: await hubToken(o.tokenFile as string | undefined),
-        });
+        const kms = await kmsClient(
+          String(o.kms),
+          await hubToken(o.tokenFile as string | undefined),
+        );
         try {
           await kms.addKek(file.publicKey);
         } catch (e) {
@@ -261,10 +266,10 @@ export function buildProgram(): Command {
         `key file ${o.keyFile}\nkey id   ${file.kid}\nkem      ${file.kem}\ncreated  ${file.created ?? 'unknown'}\n`,
       );
       if (o.kms) {
-        const kms = new KmsClient({
-          baseUrl: String(o.kms),
-          token: await hubToken(o.tokenFile as string | undefined),
-        });
+        const kms = await kmsClient(
+          String(o.kms),
+          await hubToken(o.tokenFile as string | undefined),
+        );
         let me;
         try {
           me = await kms.me();
@@ -290,10 +295,7 @@ export function buildProgram(): Command {
     )
     .action(async (o: Record<string, unknown>) => {
       const file = await readKeyFile(String(o.keyFile));
-      const kms = new KmsClient({
-        baseUrl: String(o.kms),
-        token: await hubToken(o.tokenFile as string | undefined),
-      });
+      const kms = await kmsClient(String(o.kms), await hubToken(o.tokenFile as string | undefined));
       try {
         await kms.addKek(file.publicKey);
       } catch (e) {
@@ -380,6 +382,8 @@ export function buildProgram(): Command {
     .option('--max-chunk <bytes>', 'largest PATCH body', intArg('--max-chunk'))
     .option('--group <gid>', 'group owning the project trees', intArg('--group'))
     .action(async (o: Record<string, unknown>) => {
+      // Loaded on demand: the client commands start faster without the server's dependencies.
+      const { serveIngress } = await import('./ingress/main.js');
       await serveIngress(o);
     });
 

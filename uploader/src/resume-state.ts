@@ -5,7 +5,7 @@
  * so the state is useless without the key file and its passphrase.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { WrappedKey } from '@tre/crypto';
@@ -41,6 +41,8 @@ export interface SessionState {
   /** The session key wrapped to the uploader's KEK; absent in master-key mode. */
   sessionKey?: WrappedKey;
   createdAt: string;
+  /** Set once every file is registered (and the request submitted, if asked). */
+  done?: { files: number; submitted: boolean };
 }
 
 export function defaultStateRoot(): string {
@@ -108,17 +110,15 @@ export class SessionStore {
     return writeJsonAtomic(this.filePath(f.relPath), f);
   }
 
-  async fileCount(): Promise<number> {
-    try {
-      return (await readdir(join(this.dir, 'files'))).filter((n) => n.endsWith('.json')).length;
-    } catch {
-      return 0;
-    }
-  }
-
-  /** Removes the whole session once every file is registered and the request submitted. */
-  async remove(): Promise<void> {
-    await rm(this.dir, { recursive: true, force: true });
+  /**
+   * Marks the session finished, then drops the per-file state (which holds the sealed DEKs).
+   * The marker is written first so that a run killed during the cleanup, run again, reports
+   * the finished session instead of uploading everything a second time.
+   */
+  async finish(s: SessionState, done: NonNullable<SessionState['done']>): Promise<void> {
+    const { sessionKey: _dropped, ...rest } = s;
+    await this.saveSession({ ...rest, done });
+    await rm(join(this.dir, 'files'), { recursive: true, force: true });
   }
 }
 

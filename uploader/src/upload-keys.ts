@@ -7,7 +7,6 @@
 import { randomBytes } from 'node:crypto';
 import { decodePublicKey, unwrapKey, wrapKey } from '@tre/crypto';
 import type { KeyPair, PublicKey, WrapContext, WrappedKey } from '@tre/crypto';
-import { KmsClient, KmsClientError } from '@tre/kms-service';
 import type { FileRegistration } from '@tre/kms-service';
 import { EXIT, TreError } from './errors.js';
 import { DekSealer } from './resume-state.js';
@@ -54,15 +53,19 @@ export function masterKeyMode(masterKey: Buffer): UploadKeys {
   };
 }
 
+/** The KMS client is loaded only in KMS mode: it is the heaviest part of the CLI's startup. */
+const kmsModule = () => import('@tre/kms-service');
+
 function kmsFailure(e: unknown, what: string): TreError {
-  if (e instanceof KmsClientError) {
+  if (e instanceof Error && e.name === 'KmsClientError') {
+    const k = e as Error & { status: number };
     const code =
-      e.status === 401 || e.status === 403
+      k.status === 401 || k.status === 403
         ? EXIT.auth
-        : e.status >= 500
+        : k.status >= 500
           ? EXIT.unavailable
           : EXIT.failure;
-    return new TreError(code, `${what}: ${e.message}`);
+    return new TreError(code, `${what}: ${k.message}`);
   }
   return new TreError(EXIT.unavailable, `${what}: ${(e as Error).message}`);
 }
@@ -80,6 +83,7 @@ export async function kmsMode(opts: {
   /** The wrapped session key of a resumed session. */
   sessionKey?: WrappedKey;
 }): Promise<{ keys: UploadKeys; sessionKey: WrappedKey }> {
+  const { KmsClient, KmsClientError } = await kmsModule();
   const kms = new KmsClient({ baseUrl: opts.kmsUrl, token: opts.token });
   let rel;
   try {

@@ -18,7 +18,7 @@ import { IngressHttpError } from './ingress-client.js';
 import type { Progress } from './progress.js';
 import type { FileState, SessionState, SessionStore } from './resume-state.js';
 import { HEADER_LEN } from '@tre/crypto';
-import { UNIT_CIPHER, cipherSize, fileDigest } from './units.js';
+import { UNIT_CIPHER, cipherSize, fileDigest, unitCount } from './units.js';
 import type { UploadKeys } from './upload-keys.js';
 import { walk } from './walk.js';
 import type { SourceFile } from './walk.js';
@@ -81,6 +81,16 @@ function tusFailure(err: Error | DetailedError): TreError {
 }
 
 export async function runUpload(o: UploadRun): Promise<UploadSummary> {
+  if (o.state.done && o.state.requestId) {
+    // Finished earlier (possibly by a run killed during its cleanup): report, send nothing.
+    return {
+      requestId: o.state.requestId,
+      files: o.state.done.files,
+      bytesSent: 0,
+      skipped: o.state.done.files,
+      submitted: o.state.done.submitted,
+    };
+  }
   const tree = await walk(o.paths);
   if (tree.refused.length > 0) {
     throw new TreError(EXIT.refusedInput, `nothing was uploaded:\n  ${tree.refused.join('\n  ')}`);
@@ -119,10 +129,11 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
 
   const pool = new ContentWorkerPool(o.threads !== undefined ? { threads: o.threads } : {});
   const states = new Map<string, FileState>();
+  const fresh = new Set<string>();
   let totalBytes = 0;
   let doneBytes = 0;
   for (const f of tree.files) {
-    const st = await prepare(o, f, names, dirs);
+    const st = await prepare(o, fresh, f, names, dirs);
     states.set(f.rel, st);
     totalBytes += st.cipherSize;
     if (st.phase !== 'uploading') doneBytes += st.cipherSize;
@@ -167,7 +178,7 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
         const st = states.get(f.rel)!;
         try {
           if (st.phase === 'uploading') {
-            bytesSent += await sendFile(o, pool, f, st, requestId, active);
+            bytesSent += await sendFile(o, pool, f, st, requestId, active, !fresh.has(f.rel));
           } else {
             skipped++;
             o.progress.fileDone(st.uploadId);
@@ -198,7 +209,7 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
     if (r.state === 'open') await o.ingress.submit(requestId, o.checklist);
     submitted = true;
   }
-  await o.session.remove();
+  await o.session.finish(o.state, { files: tree.files.length, submitted });
   return { requestId, files: tree.files.length, bytesSent, skipped, submitted };
 }
 
@@ -210,6 +221,7 @@ function dekOf(o: UploadRun, st: FileState): Buffer {
 /** Loads a file's resume state, or starts a new one (new upload id, file ID and DEK). */
 async function prepare(
   o: UploadRun,
+  fresh: Set<string>,
   f: SourceFile,
   names: NameTransform,
   dirs: Map<string, { path: CipherComponent[]; iv: Buffer }>,
@@ -229,10 +241,11 @@ async function prepare(
     st = undefined;
   }
   if (st) return st;
+  fresh.add(f.rel);
   const e = names.encryptEntryName(f.rel.slice(cut + 1), dir.iv);
   const fileId = randomBytes(16).toString('hex');
   const dek = o.keys.newDek();
-  const fresh: FileState = {
+  const created: FileState = {
     v: 1,
     relPath: f.rel,
     size: f.size,
@@ -248,8 +261,8 @@ async function prepare(
     phase: 'uploading',
   };
   dek.fill(0);
-  await o.session.saveFile(fresh);
-  return fresh;
+  await o.session.saveFile(created);
+  return created;
 }
 
 /** Sends one file over tus and has the server verify it; returns the bytes sent. */
@@ -260,7 +273,11 @@ async function sendFile(
   st: FileState,
   requestId: string,
   active: Set<Upload>,
+  resumed: boolean,
 ): Promise<number> {
+  if (resumed && st.units.length === unitCount(st.cipherSize) && (await verify(o, f, st, true))) {
+    return 0;
+  }
   const dek = dekOf(o, st);
   let sent = 0;
   try {
@@ -321,27 +338,50 @@ async function sendFile(
       active.add(up);
       up.start();
     });
-    st.digest = fileDigest(st.cipherSize, st.units);
-    try {
-      await o.ingress.complete(st.uploadId, st.digest);
-    } catch (e) {
-      if (e instanceof IngressHttpError && e.code === 'digest_mismatch') {
-        // The server discarded its copy; a new upload starts from scratch on the next run.
-        await o.session.saveFile({
-          ...st,
-          phase: 'uploading',
-          units: [],
-          uploadId: randomBytes(16).toString('hex'),
-        });
-        throw new TreError(EXIT.verification, `${f.rel}: ${e.message}`);
-      }
-      throw e;
-    }
-    st.phase = o.keys.register ? 'verified' : 'registered';
-    await o.session.saveFile(st);
-    o.progress.fileDone(st.uploadId);
+    await verify(o, f, st, false);
     return sent;
   } finally {
     dek.fill(0);
   }
+}
+
+/**
+ * Has the server check the stored file against the digest of the unit hashes and stage it.
+ * `probe`: the file was sent by an earlier run and may be complete (even staged) already;
+ * then a server that does not have it all yet answers incomplete/not found, and false says
+ * "send it".
+ */
+async function verify(
+  o: UploadRun,
+  f: SourceFile,
+  st: FileState,
+  probe: boolean,
+): Promise<boolean> {
+  st.digest = fileDigest(st.cipherSize, st.units);
+  try {
+    await o.ingress.complete(st.uploadId, st.digest);
+  } catch (e) {
+    if (
+      probe &&
+      e instanceof IngressHttpError &&
+      (e.code === 'incomplete' || e.code === 'not_found')
+    ) {
+      return false;
+    }
+    if (e instanceof IngressHttpError && e.code === 'digest_mismatch') {
+      // The server discarded its copy; a new upload starts from scratch on the next run.
+      await o.session.saveFile({
+        ...st,
+        phase: 'uploading',
+        units: [],
+        uploadId: randomBytes(16).toString('hex'),
+      });
+      throw new TreError(EXIT.verification, `${f.rel}: ${e.message}`);
+    }
+    throw e;
+  }
+  st.phase = o.keys.register ? 'verified' : 'registered';
+  await o.session.saveFile(st);
+  o.progress.fileDone(st.uploadId);
+  return true;
 }
