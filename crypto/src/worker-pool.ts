@@ -84,7 +84,10 @@ export class ContentWorkerPool {
     });
   }
 
-  /** Runs one chunk of consecutive blocks on a worker; `data` is copied to the worker. */
+  /**
+   * Runs one chunk of consecutive blocks on a worker. `data` is copied to the worker, or with
+   * `transfer` its whole ArrayBuffer is moved there (and unusable here afterwards).
+   */
   async run(
     op: 'encrypt' | 'decrypt',
     key: Uint8Array,

@@ -4,8 +4,9 @@
  * defaults). The key goes to gocryptfs on stdin as hex, never in argv or the environment.
  * gocryptfs runs in the foreground as our child, so we can always stop it.
  */
-import { spawn, spawnSync } from 'node:child_process';
+import { execFileSync, spawn, spawnSync } from 'node:child_process';
 import type { ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
 
 const MOUNT_TIMEOUT_MS = 20_000;
 const STOP_TIMEOUT_MS = 10_000;
@@ -16,6 +17,12 @@ export function fuseUnmount(mountpoint: string): boolean {
     if (spawnSync(cmd, ['-u', mountpoint], { stdio: 'ignore' }).status === 0) return true;
   }
   return false;
+}
+
+let ticks: number | undefined;
+function clockTicks(): number {
+  ticks ??= Number(execFileSync('getconf', ['CLK_TCK'], { encoding: 'utf8' }).trim());
+  return ticks;
 }
 
 export class GocryptfsMount {
@@ -77,6 +84,14 @@ export class GocryptfsMount {
       throw err;
     }
     return mount;
+  }
+
+  /** CPU seconds (user + system, all threads) gocryptfs has used so far, from /proc. */
+  cpuSeconds(): number {
+    const stat = readFileSync(`/proc/${this.proc.pid}/stat`, 'utf8');
+    // Fields after the parenthesised command name; utime and stime are fields 14 and 15.
+    const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+    return (Number(fields[11]) + Number(fields[12])) / clockTicks();
   }
 
   /** Unmounts and waits for gocryptfs to exit; kills it if it will not. Safe to call twice. */
