@@ -82,10 +82,12 @@ function pathOf(req: IncomingMessage): string {
 }
 
 /**
- * Read buffers for the VNC sockets, carved from shared slabs. Reading up to READ_SIZE at once
- * (Node's default is 64 KiB) means fewer reads, events and frames for a full-screen update; the
- * filter and the WebSocket keep references to the pieces, so nothing is copied, and a slab is
- * freed once no piece of it is referenced any more.
+ * Read buffers for one VNC socket, carved from slabs. Reading up to READ_SIZE at once (Node's
+ * default is 64 KiB) means fewer reads, events and frames for a full-screen update; the filter
+ * and the WebSocket keep references to the pieces, so nothing is copied, and a slab is freed
+ * once no piece of it is referenced any more. One instance per socket: Node asks for the next
+ * buffer right after each read, ahead of the data, so a shared instance would hand the same
+ * bytes to two sockets.
  */
 class ReadSlabs {
   private slab = Buffer.allocUnsafe(0);
@@ -110,7 +112,8 @@ interface TargetConnection {
   setSink(sink: (chunk: Buffer) => void): void;
 }
 
-function connectTarget(target: Target, slabs: ReadSlabs): Promise<TargetConnection> {
+function connectTarget(target: Target): Promise<TargetConnection> {
+  const slabs = new ReadSlabs();
   let sink: ((chunk: Buffer) => void) | undefined;
   const early: Buffer[] = [];
   const onread = {
@@ -168,7 +171,6 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
   const bytesToClient = metrics.bytes.labels('server-to-client');
   const bytesToServer = metrics.bytes.labels('client-to-server');
 
-  const slabs = new ReadSlabs();
   const wss = new WebSocketServer({
     noServer: true,
     clientTracking: false,
@@ -259,7 +261,7 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
     }
     let vnc: TargetConnection;
     try {
-      vnc = await connectTarget(target, slabs);
+      vnc = await connectTarget(target);
     } catch (err) {
       release();
       log.error(

@@ -8,6 +8,7 @@ import { promisify } from 'node:util';
 import { issueTicket, ticketAuthenticator, insecureNoAuthenticator } from '../src/auth.js';
 import { ConfigError } from '../src/errors.js';
 import { createDesktopProxy, type DesktopProxy, type DesktopProxyOptions } from '../src/server.js';
+import { RfbBenchClient, wsTransport } from '../src/bench/rfb-client.js';
 import { capturingLogger, closed, mustOpen, openWs, waitFor } from './support/proxy.js';
 import { startXvnc, type XvncSession } from './support/xvnc.js';
 
@@ -61,6 +62,25 @@ describe('WebSocket to VNC', () => {
     const connects = logs.records().filter((r) => r.event === 'connect');
     expect(connects.map((r) => r.user)).toEqual(['alice', 'alice']);
   });
+
+  test('concurrent sessions each get their own intact byte stream', async () => {
+    const { ws } = await start({ maxConnections: 30 });
+    const clients = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const c = new RfbBenchClient(await wsTransport(`${ws}?ticket=${ticket()}`));
+        await c.handshake();
+        return c;
+      }),
+    );
+    // The client parses every byte; a stream mixed with another session's fails to parse.
+    await Promise.all(
+      clients.map(async (c) => {
+        for (let i = 0; i < 2; i++) await c.update();
+        expect([c.width, c.height]).toEqual([1024, 768]);
+        c.close();
+      }),
+    );
+  }, 30_000);
 
   test('a subprotocol list without binary is refused', async () => {
     const { ws } = await start();
