@@ -26,6 +26,10 @@ import {
 
 jest.setTimeout(240_000);
 
+interface HubUser {
+  servers?: Record<string, { ready?: boolean }>;
+}
+
 const PASSPHRASE = 'correct horse battery staple';
 let bridge: BridgeSetup;
 let bridgeProc: Proc;
@@ -41,7 +45,7 @@ async function hub(method: string, path: string, body?: unknown, token = adminTo
     ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
   });
   const text = await res.text();
-  let parsed: any = null;
+  let parsed: unknown = null;
   try {
     parsed = text ? JSON.parse(text) : null;
   } catch {
@@ -181,15 +185,18 @@ describe('sessions on Slurm through JupyterHub', () => {
     const jobId = await waitFor('the job in squeue', () => treJobs()[0], 30_000);
     await waitFor(
       'the server to be ready',
-      async () => (await hub('GET', '/users/alice')).body?.servers?.['']?.ready === true,
+      async () => {
+        const user = (await hub('GET', '/users/alice')).body as HubUser;
+        return user.servers?.['']?.ready === true;
+      },
       180_000,
       500,
     );
-    const token = (
+    const { token } = (
       await hub('POST', '/users/alice/tokens', {
         scopes: ['access:servers!user=alice', 'read:users:name!user=alice'],
       })
-    ).body.token as string;
+    ).body as { token: string };
 
     const lab = await waitFor(
       'JupyterLab through the hub',

@@ -46,7 +46,10 @@ class BridgeClient:
             body=json.dumps(body) if body is not None else None,
             request_timeout=timeout or self.timeout,
         )
-        response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        try:
+            response = await AsyncHTTPClient().fetch(request, raise_error=False)
+        except OSError as e:
+            raise BridgeError(599, "unreachable", f"the session service is unreachable: {e}") from None
         if response.code == 599:
             raise BridgeError(599, "unreachable", f"the session service is unreachable: {response.error}")
         payload = json.loads(response.body) if response.body else {}
@@ -143,7 +146,8 @@ class TreSpawner(Spawner):
         self._passphrase = None
         options = dict(self.user_options or {})
         if "passphrase" in options:
-            passphrase = passphrase or options.pop("passphrase")
+            from_rest = options.pop("passphrase")
+            passphrase = passphrase or from_rest
             self.user_options = options
             if self.orm_spawner is not None:
                 self.orm_spawner.user_options = options

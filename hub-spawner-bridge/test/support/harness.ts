@@ -148,7 +148,7 @@ export async function bridgeApi(
   method: string,
   path: string,
   body?: unknown,
-): Promise<{ status: number; body: any }> {
+): Promise<{ status: number; body: unknown }> {
   const res = await fetch(`http://127.0.0.1:${b.apiPort}/api/v1${path}`, {
     method,
     headers: {
