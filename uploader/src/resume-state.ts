@@ -116,8 +116,9 @@ export class SessionStore {
    * the finished session instead of uploading everything a second time.
    */
   async finish(s: SessionState, done: NonNullable<SessionState['done']>): Promise<void> {
-    const { sessionKey: _dropped, ...rest } = s;
-    await this.saveSession({ ...rest, done });
+    const rest: SessionState = { ...s, done };
+    delete rest.sessionKey;
+    await this.saveSession(rest);
     await rm(join(this.dir, 'files'), { recursive: true, force: true });
   }
 }
