@@ -100,14 +100,18 @@ export class Kms {
     this.agreementVersion = opts.agreementVersion;
     this.now = opts.now ?? (() => new Date());
     this.onDecision = opts.onDecision ?? (() => undefined);
+    this.runTx = db.transaction((fn: () => unknown) => fn());
   }
 
   private stamp(): string {
     return this.now().toISOString();
   }
 
+  /** One reusable transaction wrapper: better-sqlite3 builds a new one per db.transaction() call. */
+  private readonly runTx: (fn: () => unknown) => unknown;
+
   private tx<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    return this.runTx(fn) as T;
   }
 
   private log(actor: string, action: string, object: string, result = 'ok'): void {
