@@ -1,26 +1,69 @@
 /**
- * Worker thread of ContentWorkerPool: encrypts or decrypts one chunk of consecutive blocks.
+ * Worker thread of ContentWorkerPool. A task either seals/opens a chunk of consecutive blocks
+ * handed over in memory (streams), or reads a block range from one open file and writes the
+ * result at its final offset in another (whole files: no copies through the main thread).
  * Errors travel back as plain data because thrown errors lose their class crossing threads.
  */
+import { readSync, writeSync } from 'node:fs';
 import { move } from 'piscina';
-import { ContentCipher } from './contentenc.js';
-import { CryptoError } from './errors.js';
+import { ContentCipher, PLAIN_BLOCK, blockCipherOffset } from './contentenc.js';
+import { CryptoError, FormatError } from './errors.js';
 import type { CryptoErrorCode } from './errors.js';
 
-export interface ContentTask {
+interface TaskBase {
   op: 'encrypt' | 'decrypt';
   key: Uint8Array;
   fileId: Uint8Array;
   firstBlockNo: number;
+}
+
+/** Blocks in memory; the result is the output bytes. */
+export interface ContentTask extends TaskBase {
   data: Uint8Array;
 }
 
-/** The output bytes (transferred, not copied), or the typed error that stopped the task. */
-export type ContentTaskResult = Uint8Array | { code: CryptoErrorCode; message: string };
+/** `length` input bytes of block range at `firstBlockNo`, read from `srcFd`, written to `dstFd`. */
+export interface ContentFileTask extends TaskBase {
+  srcFd: number;
+  dstFd: number;
+  length: number;
+}
 
-export default function run(task: ContentTask): ContentTaskResult {
+/** Output bytes (transferred, not copied), bytes written for a file task, or a typed error. */
+export type ContentTaskResult = Uint8Array | number | { code: CryptoErrorCode; message: string };
+
+function readExact(fd: number, length: number, position: number): Buffer {
+  const buf = Buffer.allocUnsafeSlow(length);
+  let got = 0;
+  while (got < length) {
+    const n = readSync(fd, buf, got, length - got, position + got);
+    if (n === 0) throw new FormatError('input file ended early: it changed while being processed');
+    got += n;
+  }
+  return buf;
+}
+
+function writeAll(fd: number, data: Buffer, position: number): void {
+  let done = 0;
+  while (done < data.length) done += writeSync(fd, data, done, data.length - done, position + done);
+}
+
+function runFile(cipher: ContentCipher, task: ContentFileTask): number {
+  const encrypt = task.op === 'encrypt';
+  const inPos = encrypt ? task.firstBlockNo * PLAIN_BLOCK : blockCipherOffset(task.firstBlockNo);
+  const outPos = encrypt ? blockCipherOffset(task.firstBlockNo) : task.firstBlockNo * PLAIN_BLOCK;
+  const input = readExact(task.srcFd, task.length, inPos);
+  const output = encrypt
+    ? cipher.encryptBlocks(input, task.firstBlockNo, task.fileId)
+    : cipher.decryptBlocks(input, task.firstBlockNo, task.fileId);
+  writeAll(task.dstFd, output, outPos);
+  return output.length;
+}
+
+export default function run(task: ContentTask | ContentFileTask): ContentTaskResult {
   try {
     const cipher = new ContentCipher(task.key);
+    if (!('data' in task)) return runFile(cipher, task);
     const len =
       task.op === 'encrypt'
         ? ContentCipher.blocksCipherLength(task.data.length)

@@ -1,16 +1,17 @@
 /**
  * Parallel encryption and decryption of large files on a pool of worker threads (piscina).
  * The input is cut into chunks of whole blocks; each chunk is sealed independently (its
- * blocks' numbers are fixed by its position), and results are emitted strictly in input
- * order. At most `2 x threads` chunks are in flight, so memory stays constant whatever the
- * file size.
+ * blocks' numbers are fixed by its position). Streams emit results strictly in input order;
+ * whole files are processed by the workers with positional reads and writes, each chunk
+ * landing at its final offset. At most `2 x threads` chunks are in flight, so memory stays
+ * constant whatever the file size.
  */
 import { availableParallelism } from 'node:os';
-import { createReadStream, createWriteStream } from 'node:fs';
+import { open } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
 import { dirname, join } from 'node:path';
 import { Transform } from 'node:stream';
 import type { TransformCallback } from 'node:stream';
-import { pipeline } from 'node:stream/promises';
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { assertKey } from './cryptocore.js';
@@ -19,12 +20,13 @@ import {
   FILE_ID_LEN,
   HEADER_LEN,
   PLAIN_BLOCK,
+  cipherSizeToPlainSize,
   createHeader,
   parseHeader,
 } from './contentenc.js';
 import { writeFileAtomic } from './content-stream.js';
 import type { EncryptStreamOptions } from './content-stream.js';
-import type { ContentTask, ContentTaskResult } from './content-worker.js';
+import type { ContentFileTask, ContentTask, ContentTaskResult } from './content-worker.js';
 import { AuthenticationError, CryptoError, FormatError, InvalidArgumentError } from './errors.js';
 import type { CryptoErrorCode } from './errors.js';
 
@@ -64,7 +66,7 @@ function rebuildError(code: CryptoErrorCode, message: string): CryptoError {
 export class ContentWorkerPool {
   readonly threads: number;
   readonly chunkBlocks: number;
-  private readonly pool: Piscina<ContentTask, ContentTaskResult>;
+  private readonly pool: Piscina<ContentTask | ContentFileTask, ContentTaskResult>;
 
   constructor(opts: ContentWorkerPoolOptions = {}) {
     this.threads = opts.threads ?? availableParallelism();
@@ -103,6 +105,8 @@ export class ContentWorkerPool {
     );
     if (result instanceof Uint8Array)
       return Buffer.from(result.buffer, result.byteOffset, result.byteLength);
+    if (typeof result === 'number')
+      throw new Error('worker answered a block task with a byte count');
     throw rebuildError(result.code, result.message);
   }
 
@@ -123,17 +127,48 @@ export class ContentWorkerPool {
     return new ParallelTransform(this, 'decrypt', Buffer.from(key), undefined);
   }
 
+  /**
+   * Encrypts file `srcPath` to `dstPath` (written atomically, mode 0600). Workers read their
+   * block ranges from the source and write them at their final offsets themselves, so the
+   * main thread only hands out ranges.
+   */
   async encryptFile(
     key: Uint8Array,
     srcPath: string,
     dstPath: string,
     opts: EncryptStreamOptions = {},
   ): Promise<void> {
-    await this.transformFile(srcPath, dstPath, this.createEncryptStream(key, opts), PLAIN_BLOCK);
+    assertKey(key);
+    const header = createHeader(opts.fileId);
+    await this.transformFile(srcPath, dstPath, async (src, dst) => {
+      const size = (await src.stat()).size;
+      if (size === 0) return;
+      await dst.write(header, 0, HEADER_LEN, 0);
+      await this.runRanges('encrypt', key, header.subarray(2), src.fd, dst.fd, size, PLAIN_BLOCK);
+    });
   }
 
+  /** Decrypts file `srcPath` to `dstPath` (written atomically, mode 0600), like encryptFile. */
   async decryptFile(key: Uint8Array, srcPath: string, dstPath: string): Promise<void> {
-    await this.transformFile(srcPath, dstPath, this.createDecryptStream(key), CIPHER_BLOCK);
+    assertKey(key);
+    await this.transformFile(srcPath, dstPath, async (src, dst) => {
+      const cipherSize = (await src.stat()).size;
+      cipherSizeToPlainSize(cipherSize);
+      if (cipherSize === 0) return;
+      const header = Buffer.alloc(HEADER_LEN);
+      const { bytesRead } = await src.read(header, 0, HEADER_LEN, 0);
+      if (bytesRead !== HEADER_LEN) throw new FormatError('ciphertext file ended early');
+      const fileId = parseHeader(header);
+      await this.runRanges(
+        'decrypt',
+        key,
+        fileId,
+        src.fd,
+        dst.fd,
+        cipherSize - HEADER_LEN,
+        CIPHER_BLOCK,
+      );
+    });
   }
 
   /** Stops the worker threads; pending tasks fail. */
@@ -142,18 +177,67 @@ export class ContentWorkerPool {
   }
 
   private async transformFile(
-    src: string,
-    dst: string,
-    transform: Transform,
+    srcPath: string,
+    dstPath: string,
+    work: (src: FileHandle, dst: FileHandle) => Promise<void>,
+  ): Promise<void> {
+    await writeFileAtomic(dstPath, async (tmp) => {
+      const src = await open(srcPath, 'r');
+      try {
+        const dst = await open(tmp, 'wx', 0o600);
+        try {
+          await work(src, dst);
+        } finally {
+          await dst.close();
+        }
+      } finally {
+        await src.close();
+      }
+    });
+  }
+
+  /**
+   * Splits `inputLen` bytes of blocks into chunks and runs them as file tasks, at most
+   * 2 x threads at a time. After a failure no new chunk starts; the first error is thrown once
+   * the running ones have finished (they use the file descriptors until then).
+   */
+  private async runRanges(
+    op: 'encrypt' | 'decrypt',
+    key: Uint8Array,
+    fileId: Uint8Array,
+    srcFd: number,
+    dstFd: number,
+    inputLen: number,
     block: number,
   ): Promise<void> {
-    await writeFileAtomic(dst, (tmp) =>
-      pipeline(
-        createReadStream(src, { highWaterMark: this.chunkBlocks * block }),
-        transform,
-        createWriteStream(tmp, { flags: 'wx', mode: 0o600 }),
-      ),
-    );
+    const chunkBytes = this.chunkBlocks * block;
+    const chunks = Math.ceil(inputLen / chunkBytes);
+    let next = 0;
+    let failure: unknown;
+    const runner = async (): Promise<void> => {
+      while (failure === undefined && next < chunks) {
+        const i = next++;
+        const task: ContentFileTask = {
+          op,
+          key,
+          fileId,
+          firstBlockNo: i * this.chunkBlocks,
+          srcFd,
+          dstFd,
+          length: Math.min(chunkBytes, inputLen - i * chunkBytes),
+        };
+        try {
+          const result = await this.pool.run(task);
+          if (typeof result === 'object' && !(result instanceof Uint8Array)) {
+            throw rebuildError(result.code, result.message);
+          }
+        } catch (err) {
+          failure ??= err;
+        }
+      }
+    };
+    await Promise.all(Array.from({ length: 2 * this.threads }, runner));
+    if (failure !== undefined) throw failure;
   }
 }
 

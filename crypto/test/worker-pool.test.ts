@@ -12,8 +12,19 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
-import { CIPHER_BLOCK, HEADER_LEN, PLAIN_BLOCK, plainSizeToCipherSize } from '../src/contentenc.js';
-import { createDecryptStream, createEncryptStream } from '../src/content-stream.js';
+import {
+  CIPHER_BLOCK,
+  HEADER_LEN,
+  PLAIN_BLOCK,
+  createHeader,
+  plainSizeToCipherSize,
+} from '../src/contentenc.js';
+import {
+  createDecryptStream,
+  createEncryptStream,
+  decryptFile,
+  encryptFile,
+} from '../src/content-stream.js';
 import { AuthenticationError, FormatError, InvalidArgumentError } from '../src/errors.js';
 import { ContentWorkerPool } from '../src/worker-pool.js';
 
@@ -100,6 +111,34 @@ describe('ContentWorkerPool', () => {
     ).rejects.toThrow(FormatError);
     expect(() => pool.createEncryptStream(Buffer.alloc(31))).toThrow(InvalidArgumentError);
     expect(() => new ContentWorkerPool({ threads: 0 })).toThrow(InvalidArgumentError);
+  }, 60_000);
+
+  it('file encryption with positional worker I/O matches the single-threaded file code', async () => {
+    await fc.assert(
+      fc.asyncProperty(fc.integer({ min: 0, max: 12 * PLAIN_BLOCK }), async (size) => {
+        const plain = randomBytes(size);
+        await writeFile(join(dir, 'p'), plain);
+        await pool.encryptFile(KEY, join(dir, 'p'), join(dir, 'c'));
+        expect((await readFile(join(dir, 'c'))).length).toBe(plainSizeToCipherSize(size));
+        await decryptFile(KEY, join(dir, 'c'), join(dir, 'b'));
+        expect((await readFile(join(dir, 'b'))).equals(plain)).toBe(true);
+        await encryptFile(KEY, join(dir, 'p'), join(dir, 'c'));
+        await pool.decryptFile(KEY, join(dir, 'c'), join(dir, 'b'));
+        expect((await readFile(join(dir, 'b'))).equals(plain)).toBe(true);
+      }),
+      { numRuns: 20 },
+    );
+    await writeFile(join(dir, 'c'), createHeader());
+    await pool.decryptFile(KEY, join(dir, 'c'), join(dir, 'b'));
+    expect((await readFile(join(dir, 'b'))).length).toBe(0);
+    await encryptFile(KEY, join(dir, 'p'), join(dir, 'c'));
+    await writeFile(join(dir, 'c'), (await readFile(join(dir, 'c'))).subarray(0, HEADER_LEN + 20));
+    await expect(pool.decryptFile(KEY, join(dir, 'c'), join(dir, 'b'))).rejects.toThrow(
+      FormatError,
+    );
+    await rm(join(dir, 'p'));
+    await rm(join(dir, 'c'));
+    await rm(join(dir, 'b'));
   }, 60_000);
 
   it('encrypts and decrypts files atomically, leaving nothing behind on failure', async () => {
