@@ -8,7 +8,9 @@ import { promisify } from 'node:util';
 import { issueTicket, ticketAuthenticator, insecureNoAuthenticator } from '../src/auth.js';
 import { ConfigError } from '../src/errors.js';
 import { createDesktopProxy, type DesktopProxy, type DesktopProxyOptions } from '../src/server.js';
+import type { Socket } from 'node:net';
 import { RfbBenchClient, wsTransport } from '../src/bench/rfb-client.js';
+import { startSyntheticServer } from '../src/bench/synthetic-server.js';
 import { capturingLogger, closed, mustOpen, openWs, waitFor } from './support/proxy.js';
 import { startXvnc, type XvncSession } from './support/xvnc.js';
 
@@ -248,6 +250,49 @@ describe('limits', () => {
     expect(c.kind).toBe('open');
     for (const r of [b, c]) if (r.kind === 'open') r.ws.terminate();
   });
+});
+
+describe('backpressure', () => {
+  test('a browser that stops reading stops the proxy reading from the VNC server', async () => {
+    const socketPath = join(xvnc.dir, 'synthetic.sock');
+    const server = await startSyntheticServer(socketPath, 1024, 768);
+    try {
+      const { ws, base } = await start({ target: `unix:${socketPath}` });
+      const client = await mustOpen(`${ws}?ticket=${ticket()}`);
+      await client.next();
+      client.ws.send(Buffer.from('RFB 003.008\n'));
+      await client.next();
+      client.ws.send(Buffer.from([1]));
+      await client.next();
+      client.ws.send(Buffer.from([1]));
+      await client.next();
+      const request = Buffer.from([3, 0, 0, 0, 0, 0, 4, 0, 3, 0]);
+      // The server answers each request with 3 MiB at once: 60 MiB in all, far beyond the
+      // proxy's send buffer limit.
+      (client.ws as unknown as { _socket: Socket })._socket.pause();
+      for (let i = 0; i < 20; i++) client.ws.send(request);
+      const forwarded = async () => {
+        const text = await (await fetch(`http://${base}/metrics`)).text();
+        return Number(
+          /^desktop_proxy_bytes_total\{direction="server-to-client"\} (\d+)/m.exec(text)?.[1],
+        );
+      };
+      await new Promise((r) => setTimeout(r, 1500));
+      const whilePaused = await forwarded();
+      expect(whilePaused).toBeLessThan(16 * 1024 * 1024);
+      await new Promise((r) => setTimeout(r, 500));
+      expect(await forwarded()).toBe(whilePaused);
+      // Reading again drains everything the server sent, in order.
+      (client.ws as unknown as { _socket: Socket })._socket.resume();
+      const total = 20 * (16 + 1024 * 768 * 4);
+      let received = 0;
+      while (received < total) received += (await client.next()).length;
+      expect(received).toBe(total);
+      client.ws.terminate();
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  }, 30_000);
 });
 
 describe('page and metrics', () => {
