@@ -5,7 +5,9 @@
  * /proc/<tid>/syscall shows the call and its arguments. A thread qualifies when it is blocked
  * in a path-taking call whose path argument (read from /proc/<tid>/mem) ends in the name being
  * handled. Threads that matched recently are checked first, so a busy process costs a few
- * reads per operation; a full scan of /proc happens only on a miss.
+ * reads per operation; a full scan of /proc happens only on a miss, and stops after
+ * `budgetMs` (default 30 ms) so a busy machine never slows file operations down much: such an
+ * event is recorded without a pid.
  *
  * Linux x86-64 only; elsewhere, or when /proc is not readable, events carry no pid.
  */
@@ -74,6 +76,8 @@ export class CallerResolver {
   private readonly recent: number[] = [];
   readonly supported = process.platform === 'linux' && process.arch === 'x64';
 
+  constructor(private readonly budgetMs = 30) {}
+
   /** The process blocked in a call on `plainPath` (basename compared), if it can be found. */
   async resolve(plainPath: string): Promise<CallerInfo | undefined> {
     if (!this.supported) return undefined;
@@ -82,14 +86,18 @@ export class CallerResolver {
       if ((await check(tid, base)) === 'match') return this.info(tid);
     }
     const candidates: number[] = [];
+    const deadline = Date.now() + this.budgetMs;
     let procs: string[];
     try {
       procs = await readdir('/proc');
     } catch {
       return undefined;
     }
+    // Newest processes first: the caller is most often a freshly started command.
+    procs = procs.filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid);
+    procs.sort((a, b) => Number(b) - Number(a));
     for (const p of procs) {
-      if (!/^\d+$/.test(p) || Number(p) === process.pid) continue;
+      if (Date.now() > deadline) return undefined;
       let tasks: string[];
       try {
         tasks = await readdir(`/proc/${p}/task`);

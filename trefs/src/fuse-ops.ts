@@ -40,6 +40,9 @@ class TrefsFuse extends Fuse {
   }
 }
 
+/** Operations slower than this are logged: on a healthy mount none should be. */
+const SLOW_MS = 1000;
+
 const QUIET = new Set([-2, -17, -39, -20, -21, -13, -30, -9]);
 
 export function buildOps(fs: TrefsFs, log: Logger): Record<string, unknown> {
@@ -50,6 +53,13 @@ export function buildOps(fs: TrefsFs, log: Logger): Record<string, unknown> {
     }
     return errno;
   };
+  const timed = <T>(op: string, path: string, fn: () => Promise<T>): Promise<T> => {
+    const t0 = performance.now();
+    return fn().finally(() => {
+      const ms = performance.now() - t0;
+      if (ms > SLOW_MS) log.warn({ op, path, ms: Math.round(ms) }, 'slow operation');
+    });
+  };
   /** For ops whose callback takes (err, ...results). */
   const run = <T>(
     op: string,
@@ -58,14 +68,14 @@ export function buildOps(fs: TrefsFs, log: Logger): Record<string, unknown> {
     fn: () => Promise<T>,
     wrap?: (v: T) => unknown[],
   ) => {
-    fn().then(
+    timed(op, path, fn).then(
       (v) => cb(0, ...(wrap ? wrap(v) : [])),
       (err) => cb(fail(op, path, err)),
     );
   };
   /** For read/write, whose callback takes the byte count or a negative errno. */
   const count = (op: string, path: string, cb: Cb, fn: () => Promise<number>) => {
-    fn().then(
+    timed(op, path, fn).then(
       (n) => cb(n),
       (err) => cb(fail(op, path, err)),
     );

@@ -7,3 +7,5 @@ export * from './filesystem.js';
 export * from './mount.js';
 export * from './hpke-x25519.js';
 export * from './key-agent.js';
+export * from './file-key-service.js';
+export * from './kms-key-service.js';

@@ -2,7 +2,8 @@
  * The member's KEK private key arrives on an inherited file descriptor (`--key-fd N`) or on
  * stdin, never in argv, the environment or a file, and is read once until EOF:
  *
- *   {"kem": "x25519", "privateKey": "<unpadded base64url of the 32-byte private key>"}
+ *   {"kem": "x25519", "privateKey": "<unpadded base64url of the 32-byte private key>",
+ *    "kmsToken": "<the member's hub API token, for --kms https://…>"}
  *
  * The read buffer is zeroed once parsed; the key lives only in the returned KeyPair.
  */
@@ -38,8 +39,13 @@ export function readAllFromFd(fd: number): Buffer {
   return out;
 }
 
+export interface KeyInput {
+  kek: KeyPair;
+  kmsToken?: string;
+}
+
 /** Parses the key input (see the module comment) and zeroes `input`. */
-export async function parseKekInput(input: Buffer): Promise<KeyPair> {
+export async function parseKeyInput(input: Buffer): Promise<KeyInput> {
   try {
     if (input.length === 0) {
       throw new KeyInputError('no key was handed over (empty input on the key descriptor)');
@@ -50,16 +56,20 @@ export async function parseKekInput(input: Buffer): Promise<KeyPair> {
     } catch {
       throw new KeyInputError('the key input is not JSON {"kem": ..., "privateKey": ...}');
     }
-    const rec = obj as { kem?: unknown; privateKey?: unknown };
+    const rec = obj as { kem?: unknown; privateKey?: unknown; kmsToken?: unknown };
     if (typeof obj !== 'object' || obj === null || !isKemName(rec.kem)) {
       throw new KeyInputError('the key input needs "kem": "x25519" or "x-wing"');
     }
     if (typeof rec.privateKey !== 'string' || !/^[A-Za-z0-9_-]+$/.test(rec.privateKey)) {
       throw new KeyInputError('the key input needs "privateKey" as unpadded base64url');
     }
+    if (rec.kmsToken !== undefined && typeof rec.kmsToken !== 'string') {
+      throw new KeyInputError('"kmsToken" must be a string');
+    }
     const priv = Buffer.from(rec.privateKey, 'base64url');
     try {
-      return await publicKeyFromPrivate(rec.kem, priv);
+      const kek = await publicKeyFromPrivate(rec.kem, priv);
+      return rec.kmsToken ? { kek, kmsToken: rec.kmsToken } : { kek };
     } catch {
       throw new KeyInputError(`the key input does not hold a valid ${rec.kem} private key`);
     } finally {
@@ -70,7 +80,7 @@ export async function parseKekInput(input: Buffer): Promise<KeyPair> {
   }
 }
 
-export async function readKek(fd: number): Promise<KeyPair> {
+export async function readKeyInput(fd: number): Promise<KeyInput> {
   const input = readAllFromFd(fd);
   if (fd > 2) {
     try {
@@ -79,5 +89,5 @@ export async function readKek(fd: number): Promise<KeyPair> {
       // Already closed by the parent's side of a pipe: nothing to release.
     }
   }
-  return parseKekInput(input);
+  return parseKeyInput(input);
 }
