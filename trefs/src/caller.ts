@@ -6,7 +6,7 @@
  * in a path-taking call whose path argument (read from /proc/<tid>/mem) ends in the name being
  * handled. Threads that matched recently are checked first, so a busy process costs a few
  * reads per operation; a full scan of /proc happens only on a miss, and stops after
- * `budgetMs` (default 30 ms) so a busy machine never slows file operations down much: such an
+ * `budgetMs` (default 100 ms) so a busy machine never slows file operations down much: such an
  * event is recorded without a pid.
  *
  * Linux x86-64 only; elsewhere, or when /proc is not readable, events carry no pid.
@@ -28,6 +28,7 @@ const PATH_ARGS = new Map<number, number[]>([
 ]);
 
 const RECENT = 8;
+const BATCH = 16;
 const PATH_READ = 4096;
 
 export interface CallerInfo {
@@ -76,7 +77,7 @@ export class CallerResolver {
   private readonly recent: number[] = [];
   readonly supported = process.platform === 'linux' && process.arch === 'x64';
 
-  constructor(private readonly budgetMs = 30) {}
+  constructor(private readonly budgetMs = 100) {}
 
   /** The process blocked in a call on `plainPath` (basename compared), if it can be found. */
   async resolve(plainPath: string): Promise<CallerInfo | undefined> {
@@ -96,25 +97,40 @@ export class CallerResolver {
     // Newest processes first: the caller is most often a freshly started command.
     procs = procs.filter((p) => /^\d+$/.test(p) && Number(p) !== process.pid);
     procs.sort((a, b) => Number(b) - Number(a));
-    for (const p of procs) {
+    // Checked in small parallel batches: each check is a few /proc reads.
+    for (let i = 0; i < procs.length; i += BATCH) {
       if (Date.now() > deadline) return undefined;
-      let tasks: string[];
-      try {
-        tasks = await readdir(`/proc/${p}/task`);
-      } catch {
-        continue;
-      }
-      for (const t of tasks) {
-        const tid = Number(t);
-        const res = await check(tid, base);
-        if (res === 'match') {
-          this.remember(tid);
-          return this.info(tid);
+      const found = await Promise.all(
+        procs.slice(i, i + BATCH).map((p) => this.scanProcess(p, base)),
+      );
+      for (const res of found) {
+        if (res?.kind === 'match') {
+          this.remember(res.tid);
+          return this.info(res.tid);
         }
-        if (res === 'candidate') candidates.push(tid);
+        if (res?.kind === 'candidate') candidates.push(res.tid);
       }
     }
     return candidates.length === 1 ? this.info(candidates[0]!) : undefined;
+  }
+
+  private async scanProcess(
+    pid: string,
+    base: string,
+  ): Promise<{ kind: 'match' | 'candidate'; tid: number } | undefined> {
+    let tasks: string[];
+    try {
+      tasks = await readdir(`/proc/${pid}/task`);
+    } catch {
+      return undefined;
+    }
+    let candidate: number | undefined;
+    for (const t of tasks) {
+      const res = await check(Number(t), base);
+      if (res === 'match') return { kind: 'match', tid: Number(t) };
+      if (res === 'candidate') candidate = Number(t);
+    }
+    return candidate === undefined ? undefined : { kind: 'candidate', tid: candidate };
   }
 
   private remember(tid: number): void {

@@ -7,7 +7,7 @@
  */
 import { readFileSync } from 'node:fs';
 import { Command, CommanderError, InvalidArgumentError, Option } from 'commander';
-import { EXIT, KeyInputError, TrefsError } from './errors.js';
+import { EXIT, KeyInputError, KmsUnreachableError, TrefsError } from './errors.js';
 import { FileKeyService } from './file-key-service.js';
 import { readKeyInput } from './kek-input.js';
 import type { KeyService } from './key-source.js';
@@ -46,7 +46,11 @@ async function mountCommand(cipherDir: string, mountpoint: string, flags: MountF
   const input = await readKeyInput(flags.keyFd ?? 0);
   let service: KeyService;
   if (flags.kms.startsWith('file:')) {
-    service = new FileKeyService(flags.kms.slice('file:'.length));
+    try {
+      service = new FileKeyService(flags.kms.slice('file:'.length));
+    } catch (err) {
+      throw new KmsUnreachableError(`cannot read the key service file: ${(err as Error).message}`);
+    }
   } else if (/^https?:\/\//.test(flags.kms)) {
     if (!input.kmsToken) {
       throw new KeyInputError('--kms over HTTP needs "kmsToken" in the key input');
