@@ -9,6 +9,8 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import * as OpenApiValidator from 'express-openapi-validator';
 import type { Logger } from 'pino';
 import { exportLines } from './audit.js';
+import { Egress } from './egress.js';
+import { egressRoutes } from './egress-routes.js';
 import { KmsError } from './errors.js';
 import { HubUnavailableError, tokenFromHeader, type Authenticator } from './hub-auth.js';
 import type { HubUser, Kms } from './kms.js';
@@ -375,6 +377,7 @@ export function createApp(opts: AppOptions): express.Express {
       res.json(kms.releaseReviewKey(user(req), param(req, 'projectId'), param(req, 'fileId'))),
     ),
   );
+  egressRoutes(r, new Egress(kms), h);
   app.use('/v1', r);
 
   // Express 5 needs all four parameters to recognise an error handler.

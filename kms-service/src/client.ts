@@ -3,7 +3,8 @@
  * every non-2xx answer becomes a {@link KmsClientError} carrying the server's code and reason.
  */
 import type { KeyFile, WrappedKey } from '@tre/crypto';
-import type { Role, TrainingKind } from './policy.js';
+import type { EgressState, Role, TrainingKind } from './policy.js';
+import type { FileCheck } from './sdc/check.js';
 
 export interface KmsClientOptions {
   baseUrl: string;
@@ -95,6 +96,57 @@ export interface FileRegistration {
 export interface FileKeyRelease {
   fileId: string;
   epoch: number;
+  size: number;
+  sha256: string;
+  wrapped: WrappedKey;
+}
+
+export interface EgressFileView {
+  fileId: string;
+  path: string;
+  size: number;
+  sha256: string;
+  sdc: FileCheck;
+  keyHolders: string[];
+  votes: Array<{ reviewer: string; role: Role; vote: 'approve' | 'request_changes'; at: string }>;
+  justifications: Array<{ cell: string; rule: string; text: string; author: string }>;
+}
+
+export interface EgressView {
+  id: number;
+  projectId: string;
+  requester: string;
+  title: string;
+  state: EgressState;
+  round: number;
+  createdAt: string;
+  updatedAt: string;
+  reviewers: Array<{ username: string; role: Role; done: boolean }>;
+  files: EgressFileView[];
+  comments: Array<{
+    id: number;
+    round: number;
+    fileId: string | null;
+    author: string;
+    visibility: 'reviewers' | 'requester';
+    text: string;
+    createdAt: string;
+  }>;
+}
+
+export interface EgressFiling {
+  fileId: string;
+  path: string;
+  size: number;
+  sha256: string;
+  sdc: FileCheck;
+  /** The file's DEK wrapped to the requester and to every reviewer. */
+  keys: Array<{ username: string; wrapped: WrappedKey }>;
+}
+
+export interface EgressFileKey {
+  fileId: string;
+  path: string;
   size: number;
   sha256: string;
   wrapped: WrappedKey;
@@ -346,5 +398,82 @@ export class KmsClient {
     wrapped: WrappedKey,
   ): Promise<{ id: number; approvals: number; threshold: number }> {
     return this.call('POST', `/v1/trustee/recoveries/${id}/approve`, { wrapped });
+  }
+
+  // ---- egress -------------------------------------------------------------------------------
+
+  createEgress(id: string, title: string): Promise<EgressView> {
+    return this.call('POST', `/v1/projects/${enc(id)}/egress`, { title });
+  }
+  listEgress(id: string): Promise<
+    Array<
+      Pick<EgressView, 'id' | 'requester' | 'title' | 'state' | 'round' | 'updatedAt'> & {
+        mine: boolean;
+      }
+    >
+  > {
+    return this.call('GET', `/v1/projects/${enc(id)}/egress`);
+  }
+  egress(id: string, requestId: number): Promise<EgressView> {
+    return this.call('GET', `/v1/projects/${enc(id)}/egress/${requestId}`);
+  }
+  putEgressFiles(id: string, requestId: number, files: EgressFiling[]): Promise<EgressView> {
+    return this.call('PUT', `/v1/projects/${enc(id)}/egress/${requestId}/files`, { files });
+  }
+  justifyEgress(
+    id: string,
+    requestId: number,
+    j: { fileId: string; cell?: string; rule: string; text: string },
+  ): Promise<EgressView> {
+    return this.call('POST', `/v1/projects/${enc(id)}/egress/${requestId}/justifications`, j);
+  }
+  submitEgress(id: string, requestId: number): Promise<EgressView> {
+    return this.call('POST', `/v1/projects/${enc(id)}/egress/${requestId}/submit`);
+  }
+  withdrawEgress(id: string, requestId: number): Promise<EgressView> {
+    return this.call('POST', `/v1/projects/${enc(id)}/egress/${requestId}/withdraw`);
+  }
+  egressReviewKey(id: string, requestId: number, fileId: string): Promise<EgressFileKey> {
+    return this.call(
+      'GET',
+      `/v1/projects/${enc(id)}/egress/${requestId}/files/${enc(fileId)}/review-key`,
+    );
+  }
+  voteEgress(
+    id: string,
+    requestId: number,
+    fileId: string,
+    vote: 'approve' | 'request_changes',
+  ): Promise<EgressView> {
+    return this.call('POST', `/v1/projects/${enc(id)}/egress/${requestId}/votes`, {
+      fileId,
+      vote,
+    });
+  }
+  commentEgress(
+    id: string,
+    requestId: number,
+    c: { text: string; fileId?: string; visibility?: 'reviewers' | 'requester' },
+  ): Promise<EgressView> {
+    return this.call('POST', `/v1/projects/${enc(id)}/egress/${requestId}/comments`, c);
+  }
+  decideEgress(
+    id: string,
+    requestId: number,
+    decision: 'approve' | 'reject' | 'return',
+  ): Promise<EgressView> {
+    return this.call('POST', `/v1/projects/${enc(id)}/egress/${requestId}/decision`, {
+      decision,
+    });
+  }
+  /** The requester's wrapped DEKs and the frozen manifest; `tre download` verifies against it. */
+  releaseEgress(
+    id: string,
+    requestId: number,
+  ): Promise<{ id: number; projectId: string; state: 'released'; files: EgressFileKey[] }> {
+    return this.call('POST', `/v1/projects/${enc(id)}/egress/${requestId}/release`);
+  }
+  revokeEgress(id: string, requestId: number): Promise<EgressView> {
+    return this.call('POST', `/v1/projects/${enc(id)}/egress/${requestId}/revoke`);
   }
 }

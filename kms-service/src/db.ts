@@ -5,6 +5,7 @@
  * (deleting its wrapped keys) a real crypto-shred rather than a flag on reusable free pages.
  */
 import Database from 'better-sqlite3';
+import { EGRESS_SCHEMA } from './store/egress.js';
 
 export type Db = Database.Database;
 
@@ -210,6 +211,7 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 `,
   },
+  { version: 2, name: 'egress requests', sql: EGRESS_SCHEMA },
 ];
 
 export function schemaVersion(db: Db): number {

@@ -1,8 +1,11 @@
 export * from './client.js';
-export { decide, RULES, ROLES, TRAINING_KINDS } from './policy.js';
+export { decide, RULES, ROLES, TRAINING_KINDS, EGRESS_REVIEWER_ROLES } from './policy.js';
+export * from './sdc/index.js';
 export type {
   Action,
   DenyReason,
+  EgressAction,
+  EgressState,
   Decision,
   Role,
   TrainingKind,

@@ -16,6 +16,7 @@ import { badRequest, conflict, KmsError, notFound } from './errors.js';
 import {
   decide,
   type Action,
+  type EgressState,
   type ProjectFacts,
   type Role,
   type Subject,
@@ -44,7 +45,7 @@ export interface KmsOptions {
 const KEY_HOLDER_ROLES: readonly Role[] = ['pi', 'researcher', 'data_owner'];
 const STREAM_PAGE = 5000;
 
-function wrappedJson(rec: unknown, what: string): { rec: WrappedKey; json: string } {
+export function wrappedJson(rec: unknown, what: string): { rec: WrappedKey; json: string } {
   let parsed: WrappedKey;
   try {
     parsed = parseWrappedKey(rec);
@@ -83,7 +84,7 @@ export class Kms {
   readonly vault: VaultStore;
   readonly notifications: NotificationStore;
   readonly agreementVersion: string;
-  private readonly now: () => Date;
+  readonly now: () => Date;
   private readonly onDecision: (action: Action, result: string) => void;
 
   constructor(
@@ -114,7 +115,12 @@ export class Kms {
     return this.runTx(fn) as T;
   }
 
-  private log(actor: string, action: string, object: string, result = 'ok'): void {
+  /** Runs `fn` in the connection's transaction (for modules beside this one, e.g. egress). */
+  transaction<T>(fn: () => T): T {
+    return this.tx(fn);
+  }
+
+  log(actor: string, action: string, object: string, result = 'ok'): void {
     this.audit.append({ actor, action, object, result });
   }
 
@@ -125,8 +131,13 @@ export class Kms {
       : { username: user.name, admin: user.admin };
   }
 
-  /** Asks the policy; a denial is audit-logged and thrown. */
-  authorize(user: HubUser, action: Action, projectId?: string): Authorized {
+  /** Asks the policy; a denial is audit-logged and thrown. `egress` names the request acted on. */
+  authorize(
+    user: HubUser,
+    action: Action,
+    projectId?: string,
+    egress?: { id: number; requester: string; state: EgressState },
+  ): Authorized {
     const subject = this.subject(user);
     let facts: ProjectFacts | null | undefined;
     let project: ProjectRow | undefined;
@@ -147,6 +158,7 @@ export class Kms {
                   },
                 }
               : {}),
+            ...(egress ? { egress: { requester: egress.requester, state: egress.state } } : {}),
           }
         : null;
     }
@@ -156,7 +168,10 @@ export class Kms {
     });
     if (!d.allow) {
       this.onDecision(action, d.reason);
-      const object = projectId !== undefined ? `project:${projectId}` : `person:${user.name}`;
+      const object =
+        projectId === undefined
+          ? `person:${user.name}`
+          : `project:${projectId}${egress ? ` egress:${egress.id} state:${egress.state}` : ''}`;
       this.tx(() => this.log(user.name, action, object, `denied:${d.reason}`));
       throw new KmsError(d.status, 'forbidden', d.message, d.reason);
     }
@@ -578,7 +593,7 @@ export class Kms {
     return this.projectView(id);
   }
 
-  private checkKekRecipient(username: string, rec: WrappedKey, what: string): void {
+  checkKekRecipient(username: string, rec: WrappedKey, what: string): void {
     const kek = this.people.currentKek(username);
     if (!kek) throw conflict('no_kek', `${what}: ${username} has no registered key`);
     if (kek.kid !== rec.kid) {

@@ -27,7 +27,38 @@ export type Action =
   | 'file.register'
   | 'file_key.release'
   | 'file.add_recipient'
-  | 'review_key.release';
+  | 'review_key.release'
+  | EgressAction;
+
+/** Egress (Safe Outputs) actions: one per transition or read of a request. */
+export type EgressAction =
+  | 'egress.create'
+  | 'egress.list'
+  | 'egress.read'
+  | 'egress.edit'
+  | 'egress.submit'
+  | 'egress.withdraw'
+  | 'egress.reply'
+  | 'egress.review_key'
+  | 'egress.vote'
+  | 'egress.comment'
+  | 'egress.return'
+  | 'egress.approve'
+  | 'egress.reject'
+  | 'egress.release'
+  | 'egress.revoke';
+
+export type EgressState =
+  | 'draft'
+  | 'submitted'
+  | 'returned'
+  | 'partially_reviewed'
+  | 'reviewed'
+  | 'approved'
+  | 'rejected'
+  | 'withdrawn'
+  | 'released'
+  | 'revoked';
 
 export type DenyReason =
   | 'admin_required'
@@ -42,7 +73,10 @@ export type DenyReason =
   | 'role_not_allowed'
   | 'project_closed'
   | 'project_not_consented'
-  | 'outside_window';
+  | 'outside_window'
+  | 'not_requester'
+  | 'self_review'
+  | 'wrong_state';
 
 interface ProjectRule {
   roles: readonly Role[];
@@ -56,15 +90,41 @@ interface ProjectRule {
   adminMay?: boolean;
 }
 
+/**
+ * Who, relative to an egress request, may act: its requester; a reviewer (a PI or data owner
+ * who is not the requester: nobody reviews their own outputs); or either of them.
+ */
+type EgressParty = 'requester' | 'reviewer' | 'either' | 'any';
+
+interface EgressRule {
+  party: EgressParty;
+  /** The states the request must be in. */
+  from: readonly EgressState[];
+}
+
 interface Rule {
   /** Safe People: registered, current agreement accepted, all trainings valid. */
   people: boolean;
   admin?: boolean;
   trustee?: boolean;
   project?: ProjectRule;
+  egress?: EgressRule;
 }
 
 const KEY_HOLDERS: readonly Role[] = ['pi', 'researcher', 'data_owner'];
+/** The egress reviewers: PI and data owner review every request (four eyes). */
+export const EGRESS_REVIEWER_ROLES: readonly Role[] = ['pi', 'data_owner'];
+const IN_REVIEW: readonly EgressState[] = ['submitted', 'partially_reviewed', 'reviewed'];
+const OPEN_EGRESS: readonly EgressState[] = ['draft', 'returned', ...IN_REVIEW];
+
+/** An egress action inside a live, consented project, within the member's window. */
+function egressRule(roles: readonly Role[], egress?: EgressRule): Rule {
+  return {
+    people: true,
+    project: { roles, open: true, consented: true, window: true },
+    ...(egress ? { egress } : {}),
+  };
+}
 
 /** The rule book. Every endpoint maps to exactly one action here. */
 export const RULES: Readonly<Record<Action, Rule>> = {
@@ -130,6 +190,27 @@ export const RULES: Readonly<Record<Action, Rule>> = {
     people: true,
     project: { roles: ['pi', 'data_owner', 'reviewer'], open: true, consented: true, window: true },
   },
+  'egress.create': egressRule(KEY_HOLDERS),
+  'egress.list': egressRule(KEY_HOLDERS),
+  'egress.read': egressRule(KEY_HOLDERS, {
+    party: 'either',
+    from: [...OPEN_EGRESS, 'approved', 'rejected', 'withdrawn', 'released', 'revoked'],
+  }),
+  'egress.edit': egressRule(KEY_HOLDERS, { party: 'requester', from: ['draft', 'returned'] }),
+  'egress.submit': egressRule(KEY_HOLDERS, { party: 'requester', from: ['draft', 'returned'] }),
+  'egress.withdraw': egressRule(KEY_HOLDERS, { party: 'requester', from: ['draft', 'returned'] }),
+  'egress.reply': egressRule(KEY_HOLDERS, { party: 'requester', from: OPEN_EGRESS }),
+  'egress.review_key': egressRule(EGRESS_REVIEWER_ROLES, { party: 'reviewer', from: IN_REVIEW }),
+  'egress.vote': egressRule(EGRESS_REVIEWER_ROLES, { party: 'reviewer', from: IN_REVIEW }),
+  'egress.comment': egressRule(EGRESS_REVIEWER_ROLES, { party: 'reviewer', from: OPEN_EGRESS }),
+  'egress.return': egressRule(EGRESS_REVIEWER_ROLES, { party: 'reviewer', from: IN_REVIEW }),
+  'egress.approve': egressRule(EGRESS_REVIEWER_ROLES, { party: 'reviewer', from: ['reviewed'] }),
+  'egress.reject': egressRule(EGRESS_REVIEWER_ROLES, { party: 'reviewer', from: ['reviewed'] }),
+  'egress.release': egressRule(KEY_HOLDERS, {
+    party: 'requester',
+    from: ['approved', 'released'],
+  }),
+  'egress.revoke': egressRule(EGRESS_REVIEWER_ROLES, { party: 'any', from: ['released'] }),
 };
 
 export interface PersonFacts {
@@ -149,6 +230,8 @@ export interface ProjectFacts {
   closed: boolean;
   consented: boolean;
   membership?: { role: Role; validFrom: string | null; validUntil: string | null };
+  /** The egress request the action is about, if any. */
+  egress?: { requester: string; state: EgressState };
 }
 
 export interface Environment {
@@ -157,9 +240,10 @@ export interface Environment {
 }
 
 export type Decision =
-  { allow: true } | { allow: false; reason: DenyReason; message: string; status: 401 | 403 | 404 };
+  | { allow: true }
+  | { allow: false; reason: DenyReason; message: string; status: 401 | 403 | 404 | 409 };
 
-function deny(reason: DenyReason, message: string, status: 403 | 404 = 403): Decision {
+function deny(reason: DenyReason, message: string, status: 403 | 404 | 409 = 403): Decision {
   return { allow: false, reason, message, status };
 }
 
@@ -196,7 +280,8 @@ function checkPeople(subject: Subject, env: Environment): Decision | undefined {
  * Decides one request. `project` is undefined for actions without a project and null when the
  * request names a project that does not exist. Conditions are checked in a fixed order, so a
  * request failing several names the first: admin, Safe People, trustee, project existence,
- * membership, role, closure, consent, window.
+ * membership, role, closure, consent, window, then for egress the party (requester or
+ * reviewer) and the request's state.
  */
 export function decide(
   action: Action,
@@ -237,6 +322,32 @@ export function decide(
     if (m.validUntil !== null && now >= Date.parse(m.validUntil)) {
       return deny('outside_window', `access ended at ${m.validUntil}`);
     }
+  }
+  return rule.egress ? checkEgress(action, rule.egress, subject, project) : { allow: true };
+}
+
+function checkEgress(
+  action: Action,
+  rule: EgressRule,
+  subject: Subject,
+  project: ProjectFacts,
+): Decision {
+  const e = project.egress;
+  if (!e) return deny('project_not_found', 'no such egress request', 404);
+  const isRequester = e.requester === subject.username;
+  const isReviewer =
+    !isRequester && EGRESS_REVIEWER_ROLES.includes(project.membership?.role as Role);
+  if (rule.party === 'requester' && !isRequester) {
+    return deny('not_requester', `only the requester ${e.requester} may ${action}`);
+  }
+  if (rule.party === 'reviewer' && isRequester) {
+    return deny('self_review', 'nobody reviews their own egress request');
+  }
+  if (rule.party === 'either' && !isRequester && !isReviewer) {
+    return deny('not_requester', `only the requester and the reviewers may ${action}`);
+  }
+  if (!rule.from.includes(e.state)) {
+    return deny('wrong_state', `${action} is not possible when the request is ${e.state}`, 409);
   }
   return { allow: true };
 }
