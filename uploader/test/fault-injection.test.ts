@@ -5,7 +5,7 @@
  * is confirmed and the project tree decrypted: every file must be byte-identical, with no
  * duplicates and no orphans (no leftover tus uploads, staging files or stray database rows).
  *
- * Scale: CI runs 20 runs of one 8 MiB file + 30 small files (0-48 KiB) so the suite stays
+ * Scale: CI runs 20 runs of one 6 MiB file + 24 small files (0-48 KiB) so the suite stays
  * within a few minutes on two cores. TRE_FAULT_FULL=1 runs the issue's full scale (one 1 GiB
  * file + 2,000 small files per run); the seed comes from TRE_FAULT_SEED or the clock and is
  * printed so a failure can be replayed.
@@ -33,8 +33,8 @@ import type { Ingress } from './helpers.js';
 
 const FULL = process.env.TRE_FAULT_FULL === '1';
 const RUNS = 20;
-const BIG = FULL ? 1024 * 1024 * 1024 : 8 * 1024 * 1024;
-const SMALL = FULL ? 2000 : 30;
+const BIG = FULL ? 1024 * 1024 * 1024 : 6 * 1024 * 1024;
+const SMALL = FULL ? 2000 : 24;
 const SEED = Number(process.env.TRE_FAULT_SEED ?? Date.now() % 1_000_000);
 
 /** mulberry32: a small seeded generator so a failing run can be replayed. */
@@ -104,7 +104,7 @@ describe('kill -9 during upload, then resume', () => {
         const withUrl = (): string[] => args;
         const first = tre(withUrl(), mk);
         // Random moment: most of a run's time is spent uploading, a little in startup.
-        await sleep(300 + rand() * (FULL ? 20_000 : 2000));
+        await sleep(300 + rand() * (FULL ? 20_000 : 1700));
         const victim = rand() < 0.5 ? 'client' : 'server';
         if (first.proc.exitCode !== null) {
           kills.finishedBeforeKill++;
