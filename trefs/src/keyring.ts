@@ -44,6 +44,8 @@ export class KeyRing {
   private readonly wrapped = new Map<string, WrappedDekRecord>();
   private readonly cache = new Map<string, Promise<FileKey>>();
   private readonly pool: FileKey[] = [];
+  /** Every DEK buffer handed out, so wipe() can zero them synchronously. */
+  private readonly issued = new Set<Buffer>();
   private refill: Promise<void> | undefined;
   private readonly recipient: X25519Recipient;
   private wiped = false;
@@ -180,6 +182,8 @@ export class KeyRing {
   wipe(): void {
     if (this.wiped) return;
     this.wiped = true;
+    for (const dek of this.issued) dek.fill(0);
+    this.issued.clear();
     for (const entry of this.cache.values()) {
       entry.then((k) => k.dek.fill(0)).catch(() => undefined);
     }
@@ -220,6 +224,7 @@ export class KeyRing {
     this.assertLive();
     if (dek.length !== KEY_LEN) throw fsError('EIO', `the key of file ${hex} has a wrong length`);
     const buf = Buffer.from(dek.buffer, dek.byteOffset, dek.byteLength);
+    this.issued.add(buf);
     return { fileId, dek: buf, cipher: new ContentCipher(buf) };
   }
 
@@ -244,6 +249,7 @@ export class KeyRing {
         wrappedDek: await this.recipient.wrap(dek, dekContext(this.projectId, hex)),
       });
       fresh.push({ fileId, dek, cipher: new ContentCipher(dek) });
+      this.issued.add(dek);
     }
     await this.service.registerFiles(records);
     if (this.wiped) {
