@@ -60,12 +60,10 @@ const clientMessage: fc.Arbitrary<Msg> = fc.oneof(
   fc
     .tuple(fc.nat(W), fc.nat(H))
     .map(([x, y]) => ({ bytes: cat(u8(5, 0), u16(x), u16(y)), forwarded: true })),
-  fc
-    .boolean()
-    .map((inc) => ({
-      bytes: cat(u8(3, inc ? 1 : 0), u16(0), u16(0), u16(W), u16(H)),
-      forwarded: true,
-    })),
+  fc.boolean().map((inc) => ({
+    bytes: cat(u8(3, inc ? 1 : 0), u16(0), u16(0), u16(W), u16(H)),
+    forwarded: true,
+  })),
   fc
     .tuple(marked, fc.boolean())
     .map(([m, ext]) => ({ bytes: cutText(6, m, ext), forwarded: false })),
