@@ -72,10 +72,10 @@ function num(field: string, line: number, column: number): number | null {
   const s = field.trim();
   if (s === '') return null;
   if (!NUMBER.test(s))
-    throw new TableParseError(`"${s.slice(0, 40)}" is not a number`, line, column);
+    throw new TableParseError(`"${s.slice(0, 40)}" is not a number`, line, column, 'field');
   const v = Number(s);
   if (!Number.isFinite(v))
-    throw new TableParseError(`${s.slice(0, 40)} is out of range`, line, column);
+    throw new TableParseError(`${s.slice(0, 40)} is out of range`, line, column, 'field');
   return v;
 }
 
@@ -97,6 +97,7 @@ function frequencyCells(rows: string[][], p: SdcParameters): CellResult[] {
           `count ${row[c]!.trim()} is not a whole number; magnitude tables must be exported in long form (group columns, then "value")`,
           r + 1,
           c + 1,
+          'field',
         );
       } else if (count < 0) {
         hits.push({ rule: 'negative', verdict: 'review', detail: `negative count ${count}` });
@@ -137,13 +138,10 @@ export function magnitudeHits(values: readonly number[], p: SdcParameters): Rule
   }
   const sorted = [...values].sort((a, b) => b - a);
   const total = sorted.reduce((a, b) => a + b, 0);
-  if (total === 0) {
-    if (p.zerosAreDisclosive) hits.push({ rule: 'zero', verdict: 'fail', detail: 'zero total' });
-    return hits;
-  }
-  const top1 = sorted[0]!;
+  const top1 = sorted[0] ?? 0;
   const top2 = sorted[1] ?? 0;
-  const ratio = (total - top1 - top2) / top1;
+  // As ACRO: with a largest contribution of 0 the remainder itself is the ratio (0 fails).
+  const ratio = top1 === 0 ? total - top1 - top2 : (total - top1 - top2) / top1;
   if (ratio < p.pRatio) {
     hits.push({
       rule: 'p-ratio',
@@ -151,6 +149,7 @@ export function magnitudeHits(values: readonly number[], p: SdcParameters): Rule
       detail: `(total - top1 - top2) / top1 = ${round(ratio)} < ${p.pRatio}`,
     });
   }
+  if (total === 0) return hits;
   const topN = sorted.slice(0, p.nkN).reduce((a, b) => a + b, 0);
   if (topN / total >= p.nkK) {
     hits.push({

@@ -10,8 +10,10 @@ export class TableParseError extends Error {
     message: string,
     readonly line: number,
     readonly column: number,
+    /** Whether `column` counts characters (syntax errors) or fields (content errors). */
+    readonly unit: 'column' | 'field' = 'column',
   ) {
-    super(`line ${line}, column ${column}: ${message}`);
+    super(`line ${line}, ${unit} ${column}: ${message}`);
     this.name = 'TableParseError';
   }
 }
