@@ -6,7 +6,7 @@
  * it; the audit log verifies and tells the story.
  */
 import { createHash, randomBytes } from 'node:crypto';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
@@ -30,6 +30,8 @@ const P = 'outputs-1';
 let t: TestKms;
 let dir: string;
 let written = 0;
+/** Every DEK and plaintext the clients handled: none may reach the KMS's files. */
+const secrets: Buffer[] = [];
 
 beforeAll(async () => {
   t = await startKms();
@@ -66,6 +68,7 @@ async function prepare(
   const cipherPath = `${local}.enc`;
   writeFileSync(plain, text);
   const dek = randomBytes(32);
+  secrets.push(dek, Buffer.from(text));
   await encryptFile(dek, plain, cipherPath);
   const ct = readFileSync(cipherPath);
   const fileId = parseHeader(ct.subarray(0, HEADER_LEN)).toString('hex');
@@ -283,4 +286,18 @@ test('file, review, return, approve, release, download, revoke', async () => {
     'dora egress.revoke ok',
     'rex egress.release denied:wrong_state',
   ]);
+
+  // The database and its WAL hold no DEK and no plaintext, in any encoding.
+  await t.server.close(1000);
+  const stored = readdirSync(t.dir).map((f) => readFileSync(join(t.dir, f)));
+  expect(stored.some((d) => d.includes(Buffer.from(encodePublicKey(rex.kp))))).toBe(true);
+  for (const s of secrets) {
+    for (const needle of [
+      s,
+      Buffer.from(s.toString('hex')),
+      Buffer.from(s.toString('base64url')),
+    ]) {
+      expect(stored.some((d) => d.includes(needle))).toBe(false);
+    }
+  }
 });
