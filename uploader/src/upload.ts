@@ -297,47 +297,51 @@ async function sendFile(
       },
     });
     const endpoint = o.ingress.tusEndpoint;
-    await new Promise<void>((resolve, reject) => {
-      let startOffset = -1;
-      const up = new Upload(Buffer.alloc(0), {
-        endpoint,
-        uploadUrl: `${endpoint}/${st.uploadId}`,
-        uploadSize: st.cipherSize,
-        chunkSize: o.chunkUnits * UNIT_CIPHER + HEADER_LEN,
-        fileReader: { openFile: async () => source },
-        fingerprint: async () => st.uploadId,
-        storeFingerprintForResuming: false,
-        uploadDataDuringCreation: true,
-        retryDelays: [0, 250, 1000, 3000],
-        headers: { Authorization: o.ingress.authHeader() },
-        metadata: {
-          uploadId: st.uploadId,
-          project: o.project,
-          request: requestId,
-          dir: pathKey(st.dir),
-          entry: st.entry.entry,
-          ...(st.entry.longName ? { longName: st.entry.longName } : {}),
-          fileId: st.fileId,
-        },
-        onProgress: (bytes) => {
-          if (startOffset < 0) startOffset = bytes;
-          sent = bytes - startOffset;
-          o.progress.fileProgress(st.uploadId, bytes);
-        },
-        onSuccess: () => {
-          active.delete(up);
-          resolve();
-        },
-        onError: (err) => {
-          active.delete(up);
-          reject(
-            o.signal?.aborted ? new TreError(EXIT.interrupted, 'interrupted') : tusFailure(err),
-          );
-        },
+    // A create whose answer was lost (connection cut) is retried as a resume of that upload.
+    const send = (resume: boolean): Promise<void> =>
+      new Promise<void>((resolve, reject) => {
+        let startOffset = -1;
+        const up = new Upload(Buffer.alloc(0), {
+          endpoint,
+          // A file begun in this run cannot exist on the server yet: skip the HEAD and create it.
+          uploadUrl: resume ? `${endpoint}/${st.uploadId}` : null,
+          uploadSize: st.cipherSize,
+          chunkSize: o.chunkUnits * UNIT_CIPHER + HEADER_LEN,
+          fileReader: { openFile: async () => source },
+          fingerprint: async () => st.uploadId,
+          storeFingerprintForResuming: false,
+          uploadDataDuringCreation: true,
+          retryDelays: [0, 250, 1000, 3000],
+          headers: { Authorization: o.ingress.authHeader() },
+          metadata: {
+            uploadId: st.uploadId,
+            project: o.project,
+            request: requestId,
+            dir: pathKey(st.dir),
+            entry: st.entry.entry,
+            ...(st.entry.longName ? { longName: st.entry.longName } : {}),
+            fileId: st.fileId,
+          },
+          onProgress: (bytes) => {
+            if (startOffset < 0) startOffset = bytes;
+            sent = bytes - startOffset;
+            o.progress.fileProgress(st.uploadId, bytes);
+          },
+          onSuccess: () => {
+            active.delete(up);
+            resolve();
+          },
+          onError: (err) => {
+            active.delete(up);
+            reject(
+              o.signal?.aborted ? new TreError(EXIT.interrupted, 'interrupted') : tusFailure(err),
+            );
+          },
+        });
+        active.add(up);
+        up.start();
       });
-      active.add(up);
-      up.start();
-    });
+    await send(resumed);
     await verify(o, f, st, false);
     return sent;
   } finally {

@@ -62,16 +62,21 @@ function waitExit(p: ChildProcess): Promise<void> {
   });
 }
 
-export async function startIngress(
+export function startIngress(
   root: string,
   users: string,
   extra: string[] = [],
   port = 0,
 ): Promise<Ingress> {
+  return startIngressWith(root, ['--users', users, ...extra], port);
+}
+
+/** `auth` is `--users FILE` or `--kms URL`. */
+export async function startIngressWith(root: string, auth: string[], port = 0): Promise<Ingress> {
   const log: string[] = [];
   const proc = spawn(
     process.execPath,
-    [CLI, 'ingress', 'serve', '--root', root, '--port', String(port), '--users', users, ...extra],
+    [CLI, 'ingress', 'serve', '--root', root, '--port', String(port), ...auth],
     {
       stdio: ['ignore', 'pipe', 'pipe'],
     },
