@@ -12,7 +12,7 @@ import type { WrappedKey } from '@tre/crypto';
 import { badRequest, conflict, KmsError, notFound } from './errors.js';
 import { wrappedJson, type HubUser, type Kms } from './kms.js';
 import { EGRESS_REVIEWER_ROLES, type EgressAction, type EgressState, type Role } from './policy.js';
-import { EgressStore, type EgressFileRow, type EgressRow } from './store/egress.js';
+import type { EgressFileRow, EgressRow, EgressStore } from './store/egress.js';
 import type { FileCheck, Verdict } from './sdc/check.js';
 
 export interface EgressFileInput {
@@ -55,10 +55,10 @@ function checkRecord(path: string, rec: FileCheck, what: string): void {
 }
 
 export class Egress {
-  readonly store: EgressStore;
+  private readonly store: EgressStore;
 
   constructor(private readonly kms: Kms) {
-    this.store = new EgressStore(kms.db);
+    this.store = kms.egress;
   }
 
   private stamp(): string {
@@ -385,8 +385,10 @@ export class Egress {
     const asRequester = r?.requester === user.name;
     const action = asRequester ? 'egress.reply' : 'egress.comment';
     const { r: req } = this.authorize(user, action, projectId, id);
+    if (asRequester && body.visibility === 'reviewers') {
+      throw badRequest('invalid_visibility', "the requester's comments are visible to everyone");
+    }
     const fileId = body.fileId === undefined ? null : this.file(id, body.fileId).file_id;
-    // What the requester writes is for the reviewers to read: it cannot be private to them.
     const visibility = asRequester ? 'requester' : (body.visibility ?? 'reviewers');
     this.kms.transaction(() => {
       const cid = this.store.comment(

@@ -22,6 +22,7 @@ import {
   type Subject,
   type TrainingKind,
 } from './policy.js';
+import { EgressStore } from './store/egress.js';
 import { FileStore } from './store/files.js';
 import { KeyStore } from './store/keys.js';
 import { NotificationStore, type NotificationKind } from './store/notifications.js';
@@ -81,6 +82,7 @@ export class Kms {
   readonly projects: ProjectStore;
   readonly keys: KeyStore;
   readonly files: FileStore;
+  readonly egress: EgressStore;
   readonly vault: VaultStore;
   readonly notifications: NotificationStore;
   readonly agreementVersion: string;
@@ -96,6 +98,7 @@ export class Kms {
     this.projects = new ProjectStore(db);
     this.keys = new KeyStore(db);
     this.files = new FileStore(db);
+    this.egress = new EgressStore(db);
     this.vault = new VaultStore(db);
     this.notifications = new NotificationStore(db);
     this.agreementVersion = opts.agreementVersion;
@@ -474,7 +477,8 @@ export class Kms {
     }
     this.tx(() => {
       const wraps = this.keys.deleteWrapsOf(id, username);
-      const recips = this.files.deleteRecipientsOf(id, username);
+      const recips =
+        this.files.deleteRecipientsOf(id, username) + this.egress.deleteKeysOf(id, username);
       this.keys.cancelGrants(id, { username });
       this.projects.removeMember(id, username);
       this.projects.markRotationDue(id);
@@ -490,7 +494,7 @@ export class Kms {
   closeProject(user: HubUser, id: string) {
     this.authorize(user, 'project.close', id);
     const shredded = this.tx(() => {
-      const n = this.keys.shred(id) + this.files.shred(id);
+      const n = this.keys.shred(id) + this.files.shred(id) + this.egress.shred(id);
       this.keys.cancelGrants(id, {});
       this.projects.close(id, this.stamp());
       this.log(user.name, 'project.close', `project:${id} shredded:${n}`);

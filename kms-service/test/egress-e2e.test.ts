@@ -194,6 +194,14 @@ test('file, review, return, approve, release, download, revoke', async () => {
     'note to PI only',
   ]);
   expect((await owner.c.decideEgress(P, id, 'return')).state).toBe('returned');
+  await expect(
+    rex.c.commentEgress(P, id, { text: 'private?', visibility: 'reviewers' }),
+  ).rejects.toMatchObject({ status: 400, code: 'invalid_visibility' });
+  await rex.c.commentEgress(P, id, { text: 'wards merged' });
+  expect((await pi.c.egress(P, id)).comments.map((c) => [c.author, c.text])).toContainEqual([
+    'rex',
+    'wards merged',
+  ]);
 
   // The fixed table needs a new manifest entry (new ciphertext, new hash, new keys).
   const fixed = await prepare('tables/small.csv', FIXED, everyone);
@@ -269,6 +277,7 @@ test('file, review, return, approve, release, download, revoke', async () => {
     'dora egress.comment ok',
     'dora egress.comment ok',
     'dora egress.return ok',
+    'rex egress.reply ok',
     'rex egress.manifest ok',
     'rex egress.submit ok',
     'rex egress.release denied:wrong_state',

@@ -150,7 +150,7 @@ const EXPECTATIONS: Record<string, Expectation> = {
     roles: REVIEWERS,
     party: 'reviewer',
     states: OPEN,
-    call: (c, f) => c.commentEgress(f.projectId, f.id, { text: 'a note', visibility: 'reviewers' }),
+    call: (c, f) => c.commentEgress(f.projectId, f.id, { text: 'a note' }),
   },
   return: {
     roles: REVIEWERS,
@@ -348,6 +348,25 @@ describe('egress transitions', () => {
     await expect(t.as('e.none').egress(f.projectId, 999999)).rejects.toMatchObject({
       status: 403,
       reason: 'not_a_member',
+    });
+  });
+
+  test('removing a member shreds their egress keys; closing the project shreds them all', async () => {
+    const f = buildRequest('e.res', 'released');
+    const holders = (): string[] =>
+      (
+        kms.db
+          .prepare('SELECT username FROM egress_file_keys WHERE request_id = ? ORDER BY username')
+          .all(f.id) as Array<{ username: string }>
+      ).map((r) => r.username);
+    expect(holders()).toEqual(['e.do', 'e.pi', 'e.pi2', 'e.res']);
+    await t.as('e.pi').removeMember(f.projectId, 'e.pi2');
+    expect(holders()).toEqual(['e.do', 'e.pi', 'e.res']);
+    await t.as('e.pi').closeProject(f.projectId);
+    expect(holders()).toEqual([]);
+    await expect(t.as('e.res').releaseEgress(f.projectId, f.id)).rejects.toMatchObject({
+      status: 403,
+      reason: 'project_closed',
     });
   });
 });

@@ -212,6 +212,24 @@ export class EgressStore {
     return this.db.prepare('DELETE FROM egress_file_keys WHERE request_id = ?').run(id).changes;
   }
 
+  /** A removed member's wraps in every request of the project. */
+  deleteKeysOf(projectId: string, username: string): number {
+    return this.db
+      .prepare(
+        'DELETE FROM egress_file_keys WHERE username = ? AND request_id IN (SELECT id FROM egress_requests WHERE project_id = ?)',
+      )
+      .run(username, projectId).changes;
+  }
+
+  /** Closing a project: every wrapped DEK of every request goes. */
+  shred(projectId: string): number {
+    return this.db
+      .prepare(
+        'DELETE FROM egress_file_keys WHERE request_id IN (SELECT id FROM egress_requests WHERE project_id = ?)',
+      )
+      .run(projectId).changes;
+  }
+
   vote(
     id: number,
     round: number,
