@@ -13,7 +13,7 @@ import { badRequest, conflict, KmsError, notFound } from './errors.js';
 import { wrappedJson, type HubUser, type Kms } from './kms.js';
 import { EGRESS_REVIEWER_ROLES, type EgressAction, type EgressState, type Role } from './policy.js';
 import type { EgressFileRow, EgressRow, EgressStore } from './store/egress.js';
-import type { FileCheck, Verdict } from './sdc/check.js';
+import { ACRO_DEFAULTS, type FileCheck, type SdcParameters, type Verdict } from './sdc/check.js';
 
 export interface EgressFileInput {
   fileId: string;
@@ -29,6 +29,14 @@ const RANK: Record<Verdict, number> = { pass: 0, review: 1, fail: 2 };
 /** The record's verdicts must agree with its own cells: a tampered summary is refused. */
 function checkRecord(path: string, rec: FileCheck, what: string): void {
   if (rec.path !== path) throw badRequest('invalid_sdc', `${what}: the record is for ${rec.path}`);
+  for (const k of Object.keys(ACRO_DEFAULTS) as Array<keyof SdcParameters>) {
+    if (rec.parameters[k] !== ACRO_DEFAULTS[k]) {
+      throw badRequest(
+        'invalid_sdc',
+        `${what}: checked with ${k} = ${String(rec.parameters[k])}, the TRE's rule is ${String(ACRO_DEFAULTS[k])}`,
+      );
+    }
+  }
   let worst: Verdict = 'pass';
   const summary: Record<Verdict, number> = { pass: 0, review: 0, fail: 0 };
   for (const [i, c] of rec.cells.entries()) {

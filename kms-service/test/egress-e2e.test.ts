@@ -123,6 +123,15 @@ test('file, review, return, approve, release, download, revoke', async () => {
     status: 409,
     code: 'missing_keys',
   });
+  // A record checked with laxer rules, or one whose verdict contradicts its cells, is refused.
+  await expect(
+    rex.c.putEgressFiles(P, id, [
+      { ...bad.filing, sdc: checkFile(bad.filing.path, FAILING, { parameters: { threshold: 3 } }) },
+    ]),
+  ).rejects.toMatchObject({ status: 400, code: 'invalid_sdc' });
+  await expect(
+    rex.c.putEgressFiles(P, id, [{ ...bad.filing, sdc: { ...bad.filing.sdc, verdict: 'pass' } }]),
+  ).rejects.toMatchObject({ status: 400, code: 'invalid_sdc' });
   await rex.c.putEgressFiles(P, id, [good.filing, bad.filing]);
   const cell = bad.filing.sdc.cells.find((c) => c.verdict === 'fail')!;
   expect(cell.ref).toBe('B/admitted');
