@@ -1,13 +1,15 @@
 /**
- * A key service kept in one JSON file (`--kms file:<path>`): the in-memory service with its
- * state loaded at start and saved (atomically) after every change. For single-machine trials
- * and for tests that run the daemon as a separate process. Like the KMS, the file holds only
- * wrapped keys. The membership is re-read from the file on every poll, so editing the file
- * revokes access.
+ * A key service kept in files (`--kms file:<path>`), for single-machine trials and for tests
+ * that run the daemon as its own process: `<path>` holds the project's wrapped keys and the
+ * membership (JSON), `<path>.deks.jsonl` and `<path>.audit.jsonl` are appended to. Like the
+ * KMS, the files hold only wrapped keys. The membership is re-read when `<path>` changes, so
+ * editing it revokes access.
  */
+export const DEKS_SUFFIX = '.deks.jsonl';
+export const AUDIT_SUFFIX = '.audit.jsonl';
 import { randomBytes } from 'node:crypto';
-import { readFileSync } from 'node:fs';
-import { rename, writeFile } from 'node:fs/promises';
+import { readFileSync, statSync } from 'node:fs';
+import { appendFile, readFile, rename, stat, writeFile } from 'node:fs/promises';
 import type { MembershipStatus, ProjectKeys, WrappedDekRecord } from './key-source.js';
 import { MemoryKeyService, type MemoryProject } from './memory-key-service.js';
 
@@ -15,9 +17,7 @@ interface StoredState {
   keys: Omit<ProjectKeys, 'epochs'> & {
     epochs: Array<Omit<ProjectKeys['epochs'][number], 'publicKey'> & { publicKey: StoredPk }>;
   };
-  deks: WrappedDekRecord[];
   membership: { active: boolean; validUntil?: string; reason?: string };
-  audit: MemoryProject['audit'];
 }
 
 interface StoredPk {
@@ -38,13 +38,11 @@ function toStored(p: MemoryProject): StoredState {
         },
       })),
     },
-    deks: [...p.deks.values()],
     membership: {
       active: p.membership.active,
       ...(p.membership.validUntil ? { validUntil: p.membership.validUntil.toISOString() } : {}),
       ...(p.membership.reason ? { reason: p.membership.reason } : {}),
     },
-    audit: p.audit,
   };
 }
 
@@ -68,47 +66,75 @@ function fromStored(s: StoredState): MemoryProject {
         },
       })),
     },
-    deks: new Map(s.deks.map((d) => [d.fileId, d])),
+    deks: new Map(),
     membership: membershipOf(s.membership),
-    audit: s.audit,
+    audit: [],
   };
 }
 
 export class FileKeyService extends MemoryKeyService {
-  private saving: Promise<void> = Promise.resolve();
+  private mtimeMs: number;
 
-  constructor(
-    readonly path: string,
-    project?: MemoryProject,
-  ) {
-    super(project ?? fromStored(JSON.parse(readFileSync(path, 'utf8')) as StoredState));
+  constructor(readonly path: string) {
+    const stored = JSON.parse(readFileSync(path, 'utf8')) as StoredState;
+    const project = fromStored(stored);
+    for (const line of readLines(`${path}${DEKS_SUFFIX}`)) {
+      const rec = JSON.parse(line) as WrappedDekRecord;
+      project.deks.set(rec.fileId, rec);
+    }
+    super(project);
+    this.mtimeMs = statSync(path).mtimeMs;
   }
 
-  /** Writes the state of `service` to `path`. */
+  /** Writes a project's keys and membership to `path` (DEKs and audit go to side files). */
   static async save(path: string, project: MemoryProject): Promise<void> {
     const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
     await writeFile(tmp, JSON.stringify(toStored(project)), { mode: 0o600 });
     await rename(tmp, path);
-  }
-
-  private persist(): Promise<void> {
-    this.saving = this.saving.then(() => FileKeyService.save(this.path, this.project));
-    return this.saving;
+    await appendFile(
+      `${path}${DEKS_SUFFIX}`,
+      [...project.deks.values()].map((d) => JSON.stringify(d) + '\n').join(''),
+      { mode: 0o600 },
+    );
   }
 
   override async registerFiles(records: WrappedDekRecord[]): Promise<void> {
     await super.registerFiles(records);
-    await this.persist();
+    await appendFile(
+      `${this.path}${DEKS_SUFFIX}`,
+      records.map((r) => JSON.stringify(r) + '\n').join(''),
+      { mode: 0o600 },
+    );
   }
 
   override async auditBatch(events: MemoryProject['audit']): Promise<void> {
     await super.auditBatch(events);
-    await this.persist();
+    await appendFile(
+      `${this.path}${AUDIT_SUFFIX}`,
+      events.map((e) => JSON.stringify(e) + '\n').join(''),
+      { mode: 0o600 },
+    );
   }
 
+  /** Re-reads the membership when the file changed, so editing it revokes access. */
   override async membershipStatus(): Promise<MembershipStatus> {
-    const stored = JSON.parse(readFileSync(this.path, 'utf8')) as StoredState;
-    this.project.membership = membershipOf(stored.membership);
+    const st = await stat(this.path);
+    if (st.mtimeMs !== this.mtimeMs) {
+      this.mtimeMs = st.mtimeMs;
+      const stored = JSON.parse(await readFile(this.path, 'utf8')) as StoredState;
+      this.project.membership = membershipOf(stored.membership);
+    }
     return super.membershipStatus();
+  }
+}
+
+function readLines(path: string): string[] {
+  try {
+    return readFileSync(path, 'utf8')
+      .split('\n')
+      .filter((l) => l.length > 0);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code === 'ENOENT') return [];
+    throw err;
   }
 }

@@ -116,7 +116,17 @@ export async function readState(p: Project): Promise<{
   audit: { action: string; pid?: number; exe?: string; fileId?: string }[];
   membership: { active: boolean };
 }> {
-  return JSON.parse(await readFile(p.state, 'utf8'));
+  const lines = async (path: string) =>
+    (await readFile(path, 'utf8').catch(() => ''))
+      .split('\n')
+      .filter((l) => l.length > 0)
+      .map((l) => JSON.parse(l));
+  const state = JSON.parse(await readFile(p.state, 'utf8'));
+  return {
+    membership: state.membership,
+    deks: await lines(p.state + '.deks.jsonl'),
+    audit: await lines(p.state + '.audit.jsonl'),
+  };
 }
 
 /** Deterministic PRNG (mulberry32) so a failing random test can be replayed by its seed. */

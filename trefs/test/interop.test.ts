@@ -6,7 +6,7 @@
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import { spawn } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { copyFile, mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
+import { appendFile, copyFile, mkdir, open, readdir, readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
   HEADER_LEN,
@@ -151,13 +151,12 @@ test('a file gocryptfs wrote under a registered DEK reads back through trefs', a
   const target = join(proj.cipher, names.encryptName('uploaded.bin', rootIv));
   await copyFile(join(gc, 'f'), target);
   const fileId = await fileIdOf(target);
-  const state = JSON.parse(await readFile(proj.state, 'utf8'));
-  state.deks.push({
+  const rec = {
     fileId,
     epoch: 1,
     wrappedDek: await wrapKey(dek, proj.projectKey, dekContext('p1', fileId)),
-  });
-  await writeFile(proj.state, JSON.stringify(state));
+  };
+  await appendFile(proj.state + '.deks.jsonl', JSON.stringify(rec) + '\n');
   d = await startDaemon(proj);
   expect((await readFile(join(proj.mnt, 'uploaded.bin'))).equals(content)).toBe(true);
 }, 120_000);

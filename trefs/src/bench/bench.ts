@@ -1,0 +1,179 @@
+/**
+ * `npm run bench`: trefs against gocryptfs 2.3 on tmpfs in the same run. Sequential write and
+ * read of one large file (dd, 1 MiB requests) and untar of a tree of small files, each timed
+ * `--runs` times (median reported), plus each daemon's peak resident memory (VmHWM).
+ *
+ *   node dist/bench/bench.js [--size-mib 1024] [--files 10000] [--runs 3] [--dir /dev/shm]
+ */
+import { spawn, execFile } from 'node:child_process';
+import { randomBytes } from 'node:crypto';
+import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
+import { join, resolve } from 'node:path';
+import { promisify } from 'node:util';
+import { generateKeyPair } from '@tre/crypto';
+import { FileKeyService } from '../file-key-service.js';
+import { MemoryKeyService } from '../memory-key-service.js';
+
+const run = promisify(execFile);
+
+function arg(name: string, def: number | string): string {
+  const i = process.argv.indexOf(name);
+  return i >= 0 ? process.argv[i + 1]! : String(def);
+}
+
+const SIZE_MIB = Number(arg('--size-mib', 1024));
+const FILES = Number(arg('--files', 10000));
+const RUNS = Number(arg('--runs', 3));
+const DIR = arg('--dir', '/dev/shm');
+
+interface Fs {
+  name: string;
+  mnt: string;
+  pid: number;
+  stop(): Promise<void>;
+}
+
+async function time(cmd: string): Promise<number> {
+  const t0 = performance.now();
+  await run('/bin/sh', ['-c', cmd], { maxBuffer: 1 << 24 });
+  return (performance.now() - t0) / 1000;
+}
+
+function median(xs: number[]): number {
+  const s = [...xs].sort((a, b) => a - b);
+  return s[Math.floor(s.length / 2)]!;
+}
+
+async function peakKiB(pid: number): Promise<number> {
+  const status = await readFile(`/proc/${pid}/status`, 'utf8');
+  return Number(/VmHWM:\s+(\d+)/.exec(status)?.[1] ?? 0);
+}
+
+async function startGocryptfs(base: string): Promise<Fs> {
+  const c = join(base, 'g-cipher');
+  const m = join(base, 'g-mnt');
+  await mkdir(c);
+  await mkdir(m);
+  await run('gocryptfs', ['-q', '-init', '-extpass', 'echo bench', '-scryptn', '10', c]);
+  await run('gocryptfs', ['-q', '-extpass', 'echo bench', c, m]);
+  const { stdout } = await run('pgrep', ['-n', '-f', `gocryptfs.*${c}`]);
+  return {
+    name: 'gocryptfs 2.3',
+    mnt: m,
+    pid: Number(stdout.trim()),
+    stop: async () => void (await run('fusermount', ['-u', m])),
+  };
+}
+
+async function startTrefs(base: string): Promise<Fs> {
+  const c = join(base, 't-cipher');
+  const m = join(base, 't-mnt');
+  await mkdir(c);
+  await mkdir(m);
+  const kek = await generateKeyPair('x25519');
+  const { service } = await MemoryKeyService.createProject('bench', kek);
+  const state = join(base, 'kms.json');
+  await FileKeyService.save(state, service.project);
+  const cli = resolve(new URL('../cli.js', import.meta.url).pathname);
+  const child = spawn(
+    process.execPath,
+    [
+      cli,
+      'mount',
+      c,
+      m,
+      '--project',
+      'bench',
+      '--kms',
+      `file:${state}`,
+      '--key-fd',
+      '3',
+      '--log-level',
+      'warn',
+    ],
+    { stdio: ['ignore', 'pipe', 'inherit', 'pipe'] },
+  );
+  (child.stdio[3] as NodeJS.WritableStream).end(
+    JSON.stringify({ kem: kek.kem, privateKey: Buffer.from(kek.privateKey).toString('base64url') }),
+  );
+  await new Promise<void>((res, rej) => {
+    child.stdout!.on('data', (b: Buffer) => b.toString().includes('mounted') && res());
+    child.once('exit', (code) => rej(new Error(`trefs exited with ${code}`)));
+  });
+  return {
+    name: 'trefs',
+    mnt: m,
+    pid: child.pid!,
+    stop: async () => {
+      const exited = new Promise((r) => child.once('exit', r));
+      child.kill('SIGTERM');
+      await exited;
+    },
+  };
+}
+
+async function makeTarball(base: string): Promise<string> {
+  const src = join(base, 'tree');
+  const perDir = 100;
+  for (let i = 0; i < FILES; i++) {
+    const dir = join(src, `d${Math.floor(i / perDir)}`);
+    if (i % perDir === 0) await mkdir(dir, { recursive: true });
+    await writeFile(join(dir, `f${i}.dat`), randomBytes(500 + (i % 4000)));
+  }
+  const tar = join(base, 'tree.tar');
+  await run('tar', ['cf', tar, '-C', src, '.']);
+  await rm(src, { recursive: true });
+  return tar;
+}
+
+async function bench(fs: Fs, tar: string) {
+  const big = join(fs.mnt, 'big');
+  const write: number[] = [];
+  const read: number[] = [];
+  const untar: number[] = [];
+  for (let r = 0; r < RUNS; r++) {
+    write.push(
+      await time(`dd if=/dev/zero of=${big} bs=1M count=${SIZE_MIB} conv=fsync status=none`),
+    );
+    read.push(await time(`dd if=${big} of=/dev/null bs=1M status=none`));
+    await rm(big);
+    const dst = join(fs.mnt, `untar${r}`);
+    await mkdir(dst);
+    untar.push(await time(`tar xf ${tar} -C ${dst}`));
+    await rm(dst, { recursive: true });
+  }
+  return {
+    writeMBs: (SIZE_MIB * 1.048576) / median(write),
+    readMBs: (SIZE_MIB * 1.048576) / median(read),
+    untarS: median(untar),
+    peakMiB: (await peakKiB(fs.pid)) / 1024,
+  };
+}
+
+async function main() {
+  const base = await mkdtemp(join(DIR, 'trefs-bench-'));
+  const mounted: Fs[] = [];
+  try {
+    const tar = await makeTarball(base);
+    mounted.push(await startGocryptfs(base));
+    mounted.push(await startTrefs(base));
+    const [g, t] = [await bench(mounted[0]!, tar), await bench(mounted[1]!, tar)];
+    const row = (n: string, x: typeof g) =>
+      `| ${n} | ${x.writeMBs.toFixed(0)} | ${x.readMBs.toFixed(0)} | ${x.untarS.toFixed(1)} | ${x.peakMiB.toFixed(0)} |`;
+    console.log(`size ${SIZE_MIB} MiB, ${FILES} files, ${RUNS} runs (medians), on ${DIR}\n`);
+    console.log('| filesystem | seq. write MB/s | seq. read MB/s | untar s | peak RSS MiB |');
+    console.log('|---|---|---|---|---|');
+    console.log(row(mounted[0]!.name, g));
+    console.log(row('trefs', t));
+    console.log(
+      `\nratios trefs/gocryptfs: write ${(t.writeMBs / g.writeMBs).toFixed(2)} (floor 0.5), ` +
+        `read ${(t.readMBs / g.readMBs).toFixed(2)} (floor 0.6), ` +
+        `untar ${(g.untarS / t.untarS).toFixed(2)} (floor 0.3)`,
+    );
+  } finally {
+    for (const m of mounted) await m.stop().catch(() => undefined);
+    await rm(base, { recursive: true, force: true });
+  }
+}
+
+await main();
