@@ -351,6 +351,10 @@ export class Egress {
   ) {
     const { r, role } = this.authorize(user, 'egress.vote', projectId, id);
     const f = this.file(id, body.fileId);
+    // A vote needs the means to look: reviewers who joined after the filing hold no key.
+    if (!this.store.key(id, f.file_id, user.name)) {
+      throw conflict('no_review_key', `${user.name} holds no key of ${f.path} to review it with`);
+    }
     this.kms.transaction(() => {
       this.store.vote(id, r.round, f.file_id, user.name, role!, body.vote, this.stamp());
       this.kms.log(

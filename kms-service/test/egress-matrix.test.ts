@@ -342,6 +342,33 @@ describe('egress transitions', () => {
     ]);
   });
 
+  test('a reviewer who joined after the filing holds no key and cannot vote', async () => {
+    const f = buildRequest('e.res', 'submitted');
+    const stamp = new Date(t.clock.now.getTime()).toISOString();
+    kms.projects.removeMember(f.projectId, 'e.rev');
+    kms.projects.addMember({
+      project_id: f.projectId,
+      username: 'e.rev',
+      role: 'data_owner',
+      valid_from: null,
+      valid_until: null,
+      added_by: 'e.pi',
+      added_at: stamp,
+    });
+    kms.projects.consent(f.projectId, 'e.rev', stamp);
+    await expect(
+      t.as('e.rev').voteEgress(f.projectId, f.id, f.fileId, 'approve'),
+    ).rejects.toMatchObject({
+      status: 409,
+      code: 'no_review_key',
+    });
+    await expect(
+      t.as('e.do').voteEgress(f.projectId, f.id, f.fileId, 'approve'),
+    ).resolves.toMatchObject({
+      state: 'reviewed',
+    });
+  });
+
   test('an unknown request is 404 for members and not_a_member for outsiders', async () => {
     const f = buildRequest('e.res', 'draft');
     await expect(t.as('e.pi').egress(f.projectId, 999999)).rejects.toMatchObject({ status: 404 });
