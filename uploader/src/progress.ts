@@ -44,6 +44,7 @@ class BarProgress implements Progress {
   private doneAtStart = 0;
   private filesDone = 0;
   private files = 0;
+  private totalBytes = 1;
 
   private payload(name: string, value: number, total: number, since: number, base: number) {
     const secs = Math.max(0.001, (Date.now() - since) / 1000);
@@ -60,6 +61,7 @@ class BarProgress implements Progress {
     this.done = doneBytes;
     this.doneAtStart = doneBytes;
     this.files = files;
+    this.totalBytes = Math.max(1, totalBytes);
     this.overall = this.multi.create(
       Math.max(1, totalBytes),
       doneBytes,
@@ -70,7 +72,7 @@ class BarProgress implements Progress {
   private refresh(): void {
     const inFlight = [...this.bars.values()].reduce((a, b) => a + b.sent, 0);
     const v = this.done + inFlight;
-    const total = this.overall?.getTotal() ?? 1;
+    const total = this.totalBytes;
     this.overall?.update(
       v,
       this.payload(
