@@ -8,6 +8,7 @@ import {
 import { createServer as createHttpsServer } from 'node:https';
 import { connect as netConnect, type AddressInfo, type Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import { setTimeout as sleep } from 'node:timers/promises';
 import { WebSocket, WebSocketServer } from 'ws';
 import { describeTarget, isLoopbackHost, parseTarget, type Target } from './address.js';
 import type { Authenticator, AuthResult } from './auth.js';
@@ -153,6 +154,23 @@ function connectTarget(target: Target): Promise<TargetConnection> {
   });
 }
 
+/**
+ * A unix socket whose listen backlog is full refuses a connect at once with EAGAIN instead of
+ * queueing it as TCP does, so a burst of sessions (Xvnc keeps a short backlog) waits its turn.
+ */
+async function connectTargetInTurn(target: Target): Promise<TargetConnection> {
+  const deadline = Date.now() + TARGET_CONNECT_TIMEOUT_MS;
+  for (let delayMs = 5; ; delayMs = Math.min(delayMs * 2, 200)) {
+    try {
+      return await connectTarget(target);
+    } catch (err) {
+      const busy = (err as NodeJS.ErrnoException).code === 'EAGAIN';
+      if (!busy || Date.now() + delayMs > deadline) throw err;
+      await sleep(delayMs);
+    }
+  }
+}
+
 /** Creates the proxy: the page, a WebSocket at /websockify and the RFB filter between them. */
 export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
   const target = typeof options.target === 'string' ? parseTarget(options.target) : options.target;
@@ -261,7 +279,7 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
     }
     let vnc: TargetConnection;
     try {
-      vnc = await connectTarget(target);
+      vnc = await connectTargetInTurn(target);
     } catch (err) {
       release();
       log.error(

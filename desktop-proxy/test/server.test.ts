@@ -1,5 +1,5 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
-import { execFile } from 'node:child_process';
+import { execFile, spawn } from 'node:child_process';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -83,6 +83,38 @@ describe('WebSocket to VNC', () => {
       }),
     );
   }, 30_000);
+
+  test('a burst of connects waits for a VNC server whose unix backlog is full', async () => {
+    const dir = await mkdtemp(join(tmpdir(), 'tre-backlog-'));
+    const path = join(dir, 'vnc.sock');
+    // A server with a one-slot backlog that accepts nothing for a while: the kernel refuses
+    // further unix connects with EAGAIN instead of queueing them.
+    const server = spawn(process.execPath, [
+      '-e',
+      `const s = require('net').createServer((c) => c.write('RFB 003.008\\n'));
+       s.listen({ path: ${JSON.stringify(path)}, backlog: 1 }, () => {
+         console.log('ready');
+         const until = Date.now() + 1500;
+         while (Date.now() < until);
+       });`,
+    ]);
+    try {
+      await new Promise((resolve) => server.stdout.once('data', resolve));
+      const { ws } = await start({ target: `unix:${path}`, maxConnections: 30 });
+      const hellos = await Promise.all(
+        Array.from({ length: 12 }, async () => {
+          const opened = await mustOpen(`${ws}?ticket=${ticket()}`);
+          const hello = (await opened.next()).toString('latin1');
+          opened.ws.close();
+          return hello;
+        }),
+      );
+      expect(hellos).toEqual(Array(12).fill('RFB 003.008\n'));
+    } finally {
+      server.kill();
+      await rm(dir, { recursive: true, force: true });
+    }
+  });
 
   test('a subprotocol list without binary is refused', async () => {
     const { ws } = await start();
