@@ -9,13 +9,20 @@
  *   aad  = canonical encoding of the WrapContext        what the key is for
  * The context goes into the AAD, the record's own identity into the key schedule's info; a
  * record copied to another file, project, purpose, epoch or recipient fails authentication.
+ *
+ * 'x25519' runs on node:crypto (./hpke-x25519.ts) for speed; 'x-wing' on @hpke/core.
  */
 import { createHash } from 'node:crypto';
 import { Aes256Gcm, CipherSuite, HkdfSha256, HpkeError } from '@hpke/core';
-import { DhkemX25519HkdfSha256, HkdfSha256 as X25519Hkdf, X25519 } from '@hpke/dhkem-x25519';
 import { XWing } from '@hpke/hybridkem-x-wing';
 import { fromBase64url, toBase64url } from './encoding.js';
 import { AuthenticationError, FormatError, InvalidArgumentError } from './errors.js';
+import {
+  x25519GenerateKeyPair,
+  x25519Open,
+  x25519PublicFromPrivate,
+  x25519Seal,
+} from './hpke-x25519.js';
 
 export type KemName = 'x25519' | 'x-wing';
 
@@ -66,19 +73,15 @@ const AEAD_TAG_LEN = 16;
 const KID_RE = /^SHA256:[A-Za-z0-9_-]{43}$/;
 const PUBLIC_KEY_PREFIX = 'tre-';
 
-const suites = new Map<KemName, CipherSuite>();
+let xwingSuite: CipherSuite | undefined;
 
-function suite(kem: KemName): CipherSuite {
-  let s = suites.get(kem);
-  if (!s) {
-    s = new CipherSuite({
-      kem: kem === 'x25519' ? new DhkemX25519HkdfSha256() : new XWing(),
-      kdf: new HkdfSha256(),
-      aead: new Aes256Gcm(),
-    });
-    suites.set(kem, s);
-  }
-  return s;
+function xwing(): CipherSuite {
+  xwingSuite ??= new CipherSuite({
+    kem: new XWing(),
+    kdf: new HkdfSha256(),
+    aead: new Aes256Gcm(),
+  });
+  return xwingSuite;
 }
 
 export function isKemName(x: unknown): x is KemName {
@@ -135,7 +138,11 @@ function checkKeyPair(kp: KeyPair, what: string): void {
 
 export async function generateKeyPair(kem: KemName = 'x25519'): Promise<KeyPair> {
   assertKem(kem);
-  const s = suite(kem);
+  if (kem === 'x25519') {
+    const { publicKey, privateKey } = x25519GenerateKeyPair();
+    return { kem, kid: fingerprint(kem, publicKey), publicKey, privateKey };
+  }
+  const s = xwing();
   const pair = await s.kem.generateKeyPair();
   const publicKey = new Uint8Array(await s.kem.serializePublicKey(pair.publicKey));
   const privateKey = new Uint8Array(await s.kem.serializePrivateKey(pair.privateKey));
@@ -150,9 +157,7 @@ export async function publicKeyFromPrivate(kem: KemName, privateKey: Uint8Array)
   }
   let publicKey: Uint8Array;
   if (kem === 'x25519') {
-    const prim = new X25519(new X25519Hkdf());
-    const sk = await prim.deserializePrivateKey(own(privateKey));
-    publicKey = new Uint8Array(await prim.serializePublicKey(await prim.derivePublicKey(sk)));
+    publicKey = x25519PublicFromPrivate(privateKey);
   } else {
     const xwing = new XWing();
     const pair = await xwing.generateKeyPairDerand(own(privateKey));
@@ -234,17 +239,23 @@ export async function wrapKey(
   }
   checkPublicKey(recipient, 'recipient');
   const aad = encodeWrapContext(context);
-  const s = suite(recipient.kem);
+  const info = wrapInfo(recipient.kem, recipient.kid);
+  if (recipient.kem === 'x25519') {
+    const sealed = x25519Seal(recipient.publicKey, info, aad, secret);
+    return {
+      v: 1,
+      kid: recipient.kid,
+      kem: recipient.kem,
+      enc: toBase64url(sealed.enc),
+      ct: toBase64url(sealed.ct),
+    };
+  }
+  const s = xwing();
   let sealed: { enc: ArrayBuffer; ct: ArrayBuffer };
   try {
     const recipientPublicKey = await s.kem.deserializePublicKey(own(recipient.publicKey));
-    sealed = await s.seal(
-      { recipientPublicKey, info: wrapInfo(recipient.kem, recipient.kid) },
-      own(secret),
-      aad,
-    );
+    sealed = await s.seal({ recipientPublicKey, info }, own(secret), aad);
   } catch (e) {
-    // X25519 refuses low-order points, which would make the shared secret public.
     if (e instanceof HpkeError) {
       throw new InvalidArgumentError(
         `recipient ${recipient.kid} is not a usable ${recipient.kem} public key`,
@@ -274,21 +285,19 @@ export async function unwrapKey(
       `wrapped key is for ${rec.kem} key ${rec.kid}, not for ${recipient.kem} key ${recipient.kid}`,
     );
   }
-  const s = suite(rec.kem);
+  const info = wrapInfo(rec.kem, rec.kid);
+  const enc = fromBase64url(rec.enc, 'enc');
+  const ct = fromBase64url(rec.ct, 'ct');
+  if (rec.kem === 'x25519') {
+    return x25519Open(recipient.privateKey, recipient.publicKey, enc, ct, info, aad);
+  }
+  const s = xwing();
   try {
     const recipientKey = {
       privateKey: await s.kem.deserializePrivateKey(own(recipient.privateKey)),
       publicKey: await s.kem.deserializePublicKey(own(recipient.publicKey)),
     };
-    const pt = await s.open(
-      {
-        recipientKey,
-        enc: fromBase64url(rec.enc, 'enc'),
-        info: wrapInfo(rec.kem, rec.kid),
-      },
-      fromBase64url(rec.ct, 'ct'),
-      aad,
-    );
+    const pt = await s.open({ recipientKey, enc, info }, ct, aad);
     return new Uint8Array(pt);
   } catch (e) {
     if (e instanceof HpkeError) {

@@ -12,3 +12,5 @@ export * from './eme.js';
 export * from './nametransform.js';
 export * from './configfile.js';
 export * from './volume.js';
+export * from './encoding.js';
+export * from './fsatomic.js';

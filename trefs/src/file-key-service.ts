@@ -7,9 +7,9 @@
  */
 export const DEKS_SUFFIX = '.deks.jsonl';
 export const AUDIT_SUFFIX = '.audit.jsonl';
-import { randomBytes } from 'node:crypto';
 import { readFileSync, statSync } from 'node:fs';
 import { appendFile, readFile, rename, stat, writeFile } from 'node:fs/promises';
+import { tempSibling, toBase64url } from '@tre/crypto';
 import type { MembershipStatus, ProjectKeys, WrappedDekRecord } from './key-source.js';
 import { MemoryKeyService, type MemoryProject } from './memory-key-service.js';
 
@@ -34,7 +34,7 @@ function toStored(p: MemoryProject): StoredState {
         ...e,
         publicKey: {
           ...e.publicKey,
-          publicKey: Buffer.from(e.publicKey.publicKey).toString('base64url'),
+          publicKey: toBase64url(e.publicKey.publicKey),
         },
       })),
     },
@@ -88,7 +88,7 @@ export class FileKeyService extends MemoryKeyService {
 
   /** Writes a project's keys and membership to `path` (DEKs and audit go to side files). */
   static async save(path: string, project: MemoryProject): Promise<void> {
-    const tmp = `${path}.${randomBytes(6).toString('hex')}.tmp`;
+    const tmp = tempSibling(path);
     await writeFile(tmp, JSON.stringify(toStored(project)), { mode: 0o600 });
     await rename(tmp, path);
     await appendFile(

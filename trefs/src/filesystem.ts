@@ -29,12 +29,14 @@ import {
   cipherSizeToPlainSize,
   parseHeader,
   writeLongNameFile,
+  TEMP_NAME,
+  tempSibling,
 } from '@tre/crypto';
 import { fsError } from './errors.js';
 import { FileNode } from './file-node.js';
 import { fileIdHex, type AuditAction } from './key-source.js';
 import type { KeyRing } from './keyring.js';
-import { TEMP_ENTRY, type NameMap, type Resolved } from './name-map.js';
+import { type NameMap, type Resolved } from './name-map.js';
 
 export interface Stat {
   mode: number;
@@ -89,10 +91,6 @@ function accessMode(flags: number): { read: boolean; write: boolean; label: stri
   if (acc === fsc.O_WRONLY) return { read: false, write: true, label: 'w' };
   if (acc === fsc.O_RDWR) return { read: true, write: true, label: 'rw' };
   return { read: true, write: false, label: 'r' };
-}
-
-function tempName(): string {
-  return `.tre-${randomBytes(6).toString('hex')}.tmp`;
 }
 
 export class TrefsFs {
@@ -294,7 +292,7 @@ export class TrefsFs {
     if (await exists(r.cipherPath)) throw fsError('EEXIST', `${path} exists`);
     // Built under a temporary name and renamed into place: a directory is never visible
     // without its diriv, even after a crash.
-    const tmp = join(parent.cipherPath, tempName());
+    const tmp = tempSibling(r.cipherPath);
     await mkdir(tmp, { mode: 0o700 });
     try {
       await writeFile(join(tmp, DIRIV_NAME), randomBytes(DIRIV_LEN), {
@@ -317,11 +315,11 @@ export class TrefsFs {
     const st = await lstat(r.cipherPath);
     if (!st.isDirectory()) throw fsError('ENOTDIR', `${path} is not a directory`);
     const entries = await readdir(r.cipherPath);
-    if (entries.some((e) => e !== DIRIV_NAME && !TEMP_ENTRY.test(e))) {
+    if (entries.some((e) => e !== DIRIV_NAME && !TEMP_NAME.test(e))) {
       throw fsError('ENOTEMPTY', `${path} is not empty`);
     }
     // Moved aside first, so a crash never leaves a visible directory without its diriv.
-    const tmp = join(r.parent.cipherPath, tempName());
+    const tmp = tempSibling(r.cipherPath);
     await rename(r.cipherPath, tmp);
     await rm(tmp, { recursive: true, force: true });
     if (r.name?.longNameFile) await rm(r.cipherPath + LONGNAME_SUFFIX, { force: true });

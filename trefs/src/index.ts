@@ -5,7 +5,6 @@ export * from './kek-input.js';
 export * from './memory-key-service.js';
 export * from './filesystem.js';
 export * from './mount.js';
-export * from './hpke-x25519.js';
 export * from './key-agent.js';
 export * from './file-key-service.js';
 export * from './kms-key-service.js';

@@ -15,10 +15,12 @@ import {
   FILE_ID_LEN,
   KEY_LEN,
   publicKeyFromPrivate,
+  unwrapKey,
+  wrapKey,
   type KeyPair,
+  type PublicKey,
 } from '@tre/crypto';
 import { WrongKeyError, fsError } from './errors.js';
-import { X25519Recipient, unwrapFast } from './hpke-x25519.js';
 import {
   dekContext,
   fileIdHex,
@@ -47,7 +49,7 @@ export class KeyRing {
   /** Every DEK buffer handed out, so wipe() can zero them synchronously. */
   private readonly issued = new Set<Buffer>();
   private refill: Promise<void> | undefined;
-  private readonly recipient: X25519Recipient;
+  private readonly recipient: PublicKey;
   private wiped = false;
 
   private constructor(
@@ -59,7 +61,8 @@ export class KeyRing {
     private readonly volume: Buffer,
     private readonly poolSize: number,
   ) {
-    this.recipient = new X25519Recipient(projectKeys.get(currentEpoch)!);
+    const { kem, kid, publicKey } = projectKeys.get(currentEpoch)!;
+    this.recipient = { kem, kid, publicKey };
   }
 
   /**
@@ -79,7 +82,7 @@ export class KeyRing {
     for (const rec of keys.epochs) {
       let priv: Uint8Array;
       try {
-        priv = await unwrapFast(
+        priv = await unwrapKey(
           rec.wrappedPrivateKey,
           kek,
           projectKeyContext(keys.projectId, rec.epoch),
@@ -110,7 +113,7 @@ export class KeyRing {
     }
     let volume: Uint8Array;
     try {
-      volume = await unwrapFast(
+      volume = await unwrapKey(
         keys.wrappedVolumeKey.wrapped,
         volEpoch,
         volumeKeyContext(keys.projectId),
@@ -214,7 +217,7 @@ export class KeyRing {
     }
     let dek: Uint8Array;
     try {
-      dek = await unwrapFast(rec.wrappedDek, pair, dekContext(this.projectId, hex));
+      dek = await unwrapKey(rec.wrappedDek, pair, dekContext(this.projectId, hex));
     } catch (err) {
       if (err instanceof AuthenticationError) {
         throw fsError('EIO', `the wrapped key of file ${hex} failed authentication`);
@@ -246,7 +249,7 @@ export class KeyRing {
       records.push({
         fileId: hex,
         epoch: this.currentEpoch,
-        wrappedDek: await this.recipient.wrap(dek, dekContext(this.projectId, hex)),
+        wrappedDek: await wrapKey(dek, this.recipient, dekContext(this.projectId, hex)),
       });
       fresh.push({ fileId, dek, cipher: new ContentCipher(dek) });
       this.issued.add(dek);

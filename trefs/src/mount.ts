@@ -16,6 +16,7 @@ import {
   cipherNameKind,
   readLongNameFile,
   type KeyPair,
+  TEMP_NAME,
 } from '@tre/crypto';
 import { AuditLog, type AuditOptions } from './audit.js';
 import { CallerResolver } from './caller.js';
@@ -33,7 +34,7 @@ import { KeyAgent } from './key-agent.js';
 import type { KeyService } from './key-source.js';
 import { KeyRing } from './keyring.js';
 import { MembershipWatch } from './membership-watch.js';
-import { NameMap, TEMP_ENTRY } from './name-map.js';
+import { NameMap } from './name-map.js';
 
 export interface MountOptions {
   cipherDir: string;
@@ -96,7 +97,7 @@ async function prepareCipherDir(dir: string, readOnly: boolean): Promise<void> {
 /** gocryptfs stores no key check value; the first decryptable root entry is the check. */
 async function checkVolumeKey(dir: string, names: NameTransform, iv: Buffer): Promise<void> {
   for (const entry of await readdir(dir)) {
-    if (entry === DIRIV_NAME || entry === CONF_NAME || TEMP_ENTRY.test(entry)) continue;
+    if (entry === DIRIV_NAME || entry === CONF_NAME || TEMP_NAME.test(entry)) continue;
     const kind = cipherNameKind(entry);
     if (kind === 'longname-file') continue;
     try {

@@ -16,6 +16,7 @@ import {
   cipherNameKind,
   readLongNameFile,
   type EncryptedName,
+  TEMP_NAME,
 } from '@tre/crypto';
 import { fsError } from './errors.js';
 
@@ -32,9 +33,6 @@ export interface Resolved {
   /** The entry's name inside the parent; undefined for the root. */
   name?: EncryptedName;
 }
-
-/** Names of temporary entries the TRE tools create and rename into place. */
-export const TEMP_ENTRY = /^\.tre-[0-9a-f]{12}\.tmp$/;
 
 export class NameMap {
   private readonly dirs = new Map<string, Promise<DirInfo>>();
@@ -75,7 +73,7 @@ export class NameMap {
     const info = await this.dirInfo(dir);
     const out: string[] = [];
     for (const entry of await readdir(info.cipherPath)) {
-      if (entry === DIRIV_NAME || (dir === '/' && entry === CONF_NAME) || TEMP_ENTRY.test(entry)) {
+      if (entry === DIRIV_NAME || (dir === '/' && entry === CONF_NAME) || TEMP_NAME.test(entry)) {
         continue;
       }
       const kind = cipherNameKind(entry);

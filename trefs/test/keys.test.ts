@@ -1,34 +1,13 @@
 /**
- * Key handling without FUSE: the native HPKE path interoperates with crypto/'s in both
- * directions and refuses foreign contexts; the key ring registers new DEKs before handing them
- * out and wipes everything on revocation.
+ * Key handling without FUSE: the key ring registers new DEKs before handing them out and wipes
+ * everything on revocation.
  */
 import { describe, expect, test } from '@jest/globals';
-import { generateKeyPair, unwrapKey, wrapKey } from '@tre/crypto';
-import { X25519Recipient, unwrapFast } from '../src/hpke-x25519.js';
+import { generateKeyPair, unwrapKey } from '@tre/crypto';
 import { dekContext } from '../src/key-source.js';
 import { KeyRing } from '../src/keyring.js';
 import { MemoryKeyService } from '../src/memory-key-service.js';
 import { parseKeyInput } from '../src/kek-input.js';
-
-describe('native HPKE', () => {
-  test('wraps that crypto/ opens and opens what crypto/ wraps', async () => {
-    const kp = await generateKeyPair('x25519');
-    const secret = Buffer.alloc(32, 9);
-    const ctx = dekContext('p', 'ab'.repeat(16));
-    const w1 = await new X25519Recipient(kp).wrap(secret, ctx);
-    expect(Buffer.from(await unwrapKey(w1, kp, ctx)).equals(secret)).toBe(true);
-    const w2 = await wrapKey(secret, kp, ctx);
-    expect(Buffer.from(await unwrapFast(w2, kp, ctx)).equals(secret)).toBe(true);
-    await expect(unwrapFast(w2, kp, dekContext('p', 'cd'.repeat(16)))).rejects.toMatchObject({
-      code: 'AUTHENTICATION_FAILED',
-    });
-    const other = await generateKeyPair('x25519');
-    await expect(unwrapFast(w2, other, ctx)).rejects.toMatchObject({
-      code: 'AUTHENTICATION_FAILED',
-    });
-  });
-});
 
 describe('key ring', () => {
   test('new DEKs are registered before use; wipe zeroes keys and refuses further use', async () => {
