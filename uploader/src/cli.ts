@@ -18,7 +18,7 @@ import { createProgress } from './progress.js';
 import { SessionStore, defaultStateRoot, sessionId } from './resume-state.js';
 import { parseHexKey, passphrase, readFd } from './secrets.js';
 import { runUpload } from './upload.js';
-import { kmsMode, masterKeyMode } from './upload-keys.js';
+import { kmsFailure, kmsMode, masterKeyMode } from './upload-keys.js';
 import type { UploadKeys } from './upload-keys.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
@@ -49,20 +49,6 @@ async function hubToken(file: string | undefined): Promise<string> {
 async function kmsClient(url: string, token: string) {
   const { KmsClient } = await import('@tre/kms-service');
   return new KmsClient({ baseUrl: url, token });
-}
-
-function kmsError(e: unknown, what: string): TreError {
-  if (e instanceof Error && e.name === 'KmsClientError') {
-    const k = e as Error & { status: number };
-    const code =
-      k.status === 401 || k.status === 403
-        ? EXIT.auth
-        : k.status >= 500
-          ? EXIT.unavailable
-          : EXIT.failure;
-    return new TreError(code, `${what}: ${k.message}`);
-  }
-  return new TreError(EXIT.unavailable, `${what}: ${(e as Error).message}`);
 }
 
 function checklistFrom(o: Record<string, unknown>): ChecklistInput | undefined {
@@ -241,7 +227,7 @@ export function buildProgram(): Command {
         try {
           await kms.addKek(file.publicKey);
         } catch (e) {
-          throw kmsError(
+          throw kmsFailure(
             e,
             'the key file was created but registering its public key failed (run "tre key register")',
           );
@@ -274,7 +260,7 @@ export function buildProgram(): Command {
         try {
           me = await kms.me();
         } catch (e) {
-          throw kmsError(e, 'cannot ask the KMS');
+          throw kmsFailure(e, 'cannot ask the KMS');
         }
         const current = me.kek?.kid === file.kid;
         process.stdout.write(
@@ -299,7 +285,7 @@ export function buildProgram(): Command {
       try {
         await kms.addKek(file.publicKey);
       } catch (e) {
-        throw kmsError(e, 'registering the public key failed');
+        throw kmsFailure(e, 'registering the public key failed');
       }
       process.stdout.write(`registered ${file.kid}\n`);
     });

@@ -56,7 +56,8 @@ export function masterKeyMode(masterKey: Buffer): UploadKeys {
 /** The KMS client is loaded only in KMS mode: it is the heaviest part of the CLI's startup. */
 const kmsModule = () => import('@tre/kms-service');
 
-function kmsFailure(e: unknown, what: string): TreError {
+/** Maps a KMS client failure to the CLI exit code scripts rely on. */
+export function kmsFailure(e: unknown, what: string): TreError {
   if (e instanceof Error && e.name === 'KmsClientError') {
     const k = e as Error & { status: number };
     const code =
