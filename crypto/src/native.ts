@@ -3,7 +3,8 @@
  * of gocryptfs blocks in one call, with one OpenSSL context per key that only takes a new IV
  * per block. Node's own cipher API needs a createCipheriv per 4 KiB block, which caps it far
  * below OpenSSL's speed. Both engines produce the same bytes; the pure-JS one is used when the
- * addon is not built, or when TRE_CRYPTO_NATIVE=0.
+ * addon is not built, or when TRE_CRYPTO_NATIVE=0 (at load time: the addon is then not loaded
+ * at all; later: new ciphers default to the JS engine).
  */
 import { existsSync } from 'node:fs';
 import { dirname, join } from 'node:path';
@@ -51,6 +52,7 @@ const ADDON = join(
 );
 
 function load(): { addon?: NativeContentGcm; reason?: string } {
+  if (process.env.TRE_CRYPTO_NATIVE === '0') return { reason: 'disabled by TRE_CRYPTO_NATIVE=0' };
   if (!existsSync(ADDON)) return { reason: `the native addon is not built (${ADDON})` };
   try {
     const mod = { exports: {} as NativeContentGcm };
