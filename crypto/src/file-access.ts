@@ -166,8 +166,10 @@ export class EncryptedFile {
     await this.fh.sync();
   }
 
+  /** Closes the file (when owned) and wipes the content key; the object is unusable after. */
   async close(): Promise<void> {
     this.fileId = undefined;
+    this.cipher.destroy();
     if (this.owned) await this.fh.close();
   }
 
