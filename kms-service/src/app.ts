@@ -93,7 +93,8 @@ export function createApp(opts: AppOptions): express.Express {
     const start = process.hrtime.bigint();
     res.on('finish', () => {
       const seconds = Number(process.hrtime.bigint() - start) / 1e9;
-      const route = (req.route?.path as string | undefined) ?? 'unmatched';
+      const route =
+        req.operation?.template ?? (req.route?.path as string | undefined) ?? 'unmatched';
       metrics.requests.observe({ method: req.method, route, status: res.statusCode }, seconds);
       if (res.statusCode >= 500) {
         logger.error(
@@ -165,9 +166,8 @@ export function createApp(opts: AppOptions): express.Express {
   });
 
   app.use(express.json({ limit: '2mb', type: () => true }));
-  app.use(new OpenApiValidator(specText).middleware());
-
-  const r = express.Router();
+  const api = new OpenApiValidator(specText);
+  const r = api.routes('/v1');
   const egress = new Egress(kms);
   r.get(
     '/me',
@@ -420,7 +420,7 @@ export function createApp(opts: AppOptions): express.Express {
     ),
   );
   egressRoutes(r, egress, h);
-  app.use('/v1', r);
+  app.use(api.middleware());
 
   // Express 5 needs all four parameters to recognise an error handler.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {

@@ -15,6 +15,11 @@ export interface Config {
   agreementVersion: string;
   /** `services`: hub services trusted to confirm or destroy staged files and append audit events. */
   hub: { apiUrl: string; apiToken?: string; cacheSeconds: number; services: string[] };
+  /**
+   * Processes serving requests (node:cluster, one shared port). SQLite in WAL mode serialises
+   * their writes; each process has its own hub-token cache and its own /metrics.
+   */
+  workers: number;
   /** The hub proxy's prefix for this service (JUPYTERHUB_SERVICE_PREFIX, e.g. /services/kms/). */
   servicePrefix?: string;
   metricsToken?: string;
@@ -84,6 +89,7 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       'metricsToken',
       'logLevel',
       'servicePrefix',
+      'workers',
     ];
     for (const k of Object.keys(raw)) {
       if (!known.includes(k)) throw new ConfigError(`unknown setting ${k} in ${file}`);
@@ -161,6 +167,8 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       path(str(raw.auditKey, 'auditKey')) ??
       `${database}.audit-key.pem`,
     checkpointEvery: int(raw.checkpointEvery, 'checkpointEvery', 1, 1_000_000) ?? 1000,
+    workers:
+      int(env.TRE_KMS_WORKERS, 'TRE_KMS_WORKERS', 1, 64) ?? int(raw.workers, 'workers', 1, 64) ?? 1,
     agreementVersion:
       str(env.TRE_KMS_AGREEMENT_VERSION, 'TRE_KMS_AGREEMENT_VERSION') ??
       str(raw.agreementVersion, 'agreementVersion') ??

@@ -119,7 +119,9 @@ export class Kms {
     this.agreementVersion = opts.agreementVersion;
     this.now = opts.now ?? (() => new Date());
     this.onDecision = opts.onDecision ?? (() => undefined);
-    this.runTx = db.transaction((fn: () => unknown) => fn());
+    // IMMEDIATE: with several serving processes, a deferred transaction that reads (the audit
+    // head) and then writes could fail to upgrade its lock; taking the write lock first waits.
+    this.runTx = db.transaction((fn: () => unknown) => fn()).immediate;
   }
 
   private stamp(): string {

@@ -1,11 +1,14 @@
 /**
- * Request validation against openapi.yaml, compiled once at start-up: per operation one path
- * regular expression and Ajv-compiled validators for its path and query parameters and its JSON
- * body. A request is matched by method and number of path segments, so the per-request cost is
- * a few regular-expression tests and the compiled validators (no route compilation per request).
+ * Request validation and routing against openapi.yaml, compiled once at start-up: per operation
+ * one path regular expression and Ajv-compiled validators for its path and query parameters and
+ * its JSON body. A request is matched by method and number of path segments, validated, and
+ * handed to the handler registered for its operation, so the per-request cost is a few
+ * regular-expression tests and the compiled validators: no route compilation per request and
+ * no second walk through a router's layers. A handler can only be registered for an operation
+ * the spec documents, so every route is validated.
  */
 import { readFileSync } from 'node:fs';
-import type { NextFunction, Request, Response } from 'express';
+import type { NextFunction, Request, RequestHandler, Response } from 'express';
 import AjvModule, { type ErrorObject, type Options, type ValidateFunction } from 'ajv';
 import addFormatsModule from 'ajv-formats';
 import YAML from 'yaml';
@@ -27,18 +30,53 @@ interface Parameter {
   schema: Schema;
 }
 
-interface CompiledOperation {
+export interface CompiledOperation {
   method: string;
   template: string;
   operationId: string;
   regex: RegExp;
   names: string[];
   literalRank: number[];
-  path?: ValidateFunction;
-  query?: ValidateFunction;
+  path?: Validator;
+  query?: Validator;
   queryNames: Set<string>;
-  body?: ValidateFunction;
+  body?: Validator;
   bodyRequired: boolean;
+  handler?: RequestHandler;
+}
+
+/** What routes are registered on: express's verbs, with express-style paths (`/a/:id`). */
+export interface RouteTable {
+  get(path: string, handler: RequestHandler): void;
+  post(path: string, handler: RequestHandler): void;
+  put(path: string, handler: RequestHandler): void;
+  delete(path: string, handler: RequestHandler): void;
+}
+
+declare module 'express-serve-static-core' {
+  interface Request {
+    /** The documented operation the request was matched to. */
+    operation?: CompiledOperation;
+  }
+}
+
+/**
+ * A schema compiled on first use: Ajv's code generation for every operation at start-up takes
+ * seconds of CPU on a busy node, and most processes (tests, CLI) touch few operations.
+ */
+class Validator {
+  private fn?: ValidateFunction;
+  constructor(
+    private readonly ajv: AjvInstance,
+    private readonly schema: Schema,
+  ) {}
+  get errors(): ErrorObject[] | null | undefined {
+    return this.fn?.errors;
+  }
+  check(data: unknown): boolean {
+    this.fn ??= this.ajv.compile(this.schema);
+    return this.fn(data) as boolean;
+  }
 }
 
 export interface ValidationIssue {
@@ -163,9 +201,9 @@ export class OpenApiValidator {
           literalRank,
           queryNames: new Set(params.filter((p) => p.in === 'query').map((p) => p.name)),
           bodyRequired: rb?.required === true,
-          ...(pathSchema ? { path: coercing.compile(pathSchema) } : {}),
-          ...(querySchema ? { query: coercing.compile(querySchema) } : {}),
-          ...(bodySchema ? { body: ajv.compile(retarget(bodySchema) as Schema) } : {}),
+          ...(pathSchema ? { path: new Validator(coercing, pathSchema) } : {}),
+          ...(querySchema ? { query: new Validator(coercing, querySchema) } : {}),
+          ...(bodySchema ? { body: new Validator(ajv, retarget(bodySchema) as Schema) } : {}),
         };
         const segs = segmentsOf(template);
         const key = `${compiled.method} ${segs}`;
@@ -186,6 +224,25 @@ export class OpenApiValidator {
     for (const list of [...this.buckets.values(), ...this.byPathSegments.values()]) list.sort(rank);
   }
 
+  /**
+   * Routes registered here run for their operation once it is validated. `base` is prefixed
+   * to each path; a path or method the spec does not document is refused at start-up.
+   */
+  routes(base: string): RouteTable {
+    const add =
+      (method: string) =>
+      (path: string, handler: RequestHandler): void => {
+        const template = base + path.replace(/:(\w+)/g, '{$1}');
+        const op = this.buckets
+          .get(`${method} ${segmentsOf(template)}`)
+          ?.find((o) => o.template === template);
+        if (!op) throw new Error(`${method} ${template} is not in the OpenAPI document`);
+        if (op.handler) throw new Error(`${method} ${template} is routed twice`);
+        op.handler = handler;
+      };
+    return { get: add('GET'), post: add('POST'), put: add('PUT'), delete: add('DELETE') };
+  }
+
   /** The operation a request is for, or a 404 / 405 error. */
   match(method: string, path: string): { op: CompiledOperation; params: string[] } {
     const segs = segmentsOf(path);
@@ -202,19 +259,21 @@ export class OpenApiValidator {
     throw new RequestValidationError(404, `no endpoint ${path}`);
   }
 
-  /** Validates one request; throws {@link RequestValidationError}. */
+  /** Validates one request and sets `req.params`; throws {@link RequestValidationError}. */
   validate(req: Request): CompiledOperation {
     const { op, params } = this.match(req.method, req.path);
-    if (op.path) {
-      const values: Record<string, string> = {};
-      for (let i = 0; i < op.names.length; i++) {
-        try {
-          values[op.names[i]!] = decodeURIComponent(params[i]!);
-        } catch {
-          throw new RequestValidationError(400, `path parameter ${op.names[i]!} is not valid`);
-        }
+    const values: Record<string, string> = {};
+    for (let i = 0; i < op.names.length; i++) {
+      try {
+        values[op.names[i]!] = decodeURIComponent(params[i]!);
+      } catch {
+        throw new RequestValidationError(400, `path parameter ${op.names[i]!} is not valid`);
       }
-      if (!op.path(values)) {
+    }
+    req.params = values;
+    if (op.path) {
+      // Validate a copy: coercion must not change what the route reads.
+      if (!op.path.check({ ...values })) {
         const errs = issues(op.path.errors, '/path');
         throw new RequestValidationError(400, errs[0]!.message, errs);
       }
@@ -230,7 +289,7 @@ export class OpenApiValidator {
     if (op.query) {
       // Validate a copy: coercion must not change what the route reads.
       const q = { ...query };
-      if (!op.query(q)) {
+      if (!op.query.check(q)) {
         const errs = issues(op.query.errors, '/query');
         throw new RequestValidationError(400, errs[0]!.message, errs);
       }
@@ -243,7 +302,7 @@ export class OpenApiValidator {
             { path: '/body', message: 'is required' },
           ]);
         }
-      } else if (!op.body(body)) {
+      } else if (!op.body.check(body)) {
         const errs = issues(op.body.errors, '/body');
         throw new RequestValidationError(400, errs[0]!.message, errs);
       }
@@ -251,15 +310,22 @@ export class OpenApiValidator {
     return op;
   }
 
-  /** Express middleware: next() for a valid request, next(error) otherwise. */
+  /**
+   * Express middleware: validates, then runs the operation's handler (or next() if none is
+   * registered here); an invalid request goes to next(error).
+   */
   middleware(): (req: Request, res: Response, next: NextFunction) => void {
-    return (req, _res, next) => {
+    return (req, res, next) => {
+      let op: CompiledOperation;
       try {
-        this.validate(req);
-        next();
+        op = this.validate(req);
       } catch (e) {
         next(e);
+        return;
       }
+      req.operation = op;
+      if (op.handler) void op.handler(req, res, next);
+      else next();
     };
   }
 }
