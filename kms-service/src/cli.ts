@@ -3,10 +3,12 @@
  * tre-kms: serve | migrate | backup <file> | audit verify <export> | audit export.
  * Exit codes: 0 success, 1 failure (including a broken audit log), 2 bad usage or configuration.
  */
+import cluster from 'node:cluster';
 import { createReadStream, createWriteStream, existsSync, readFileSync } from 'node:fs';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { Command, CommanderError } from 'commander';
+import { pino } from 'pino';
 import { AuditSigner, AuditVerifier, exportLines } from './audit.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { migrate, openDatabase } from './db.js';
@@ -34,12 +36,54 @@ function signerPublicPem(config: Config): string {
   throw new UsageError(`no audit signing key at ${config.auditKey}`);
 }
 
+/**
+ * With `workers` > 1 this process migrates the database, makes sure the audit key exists, then
+ * forks the workers (which serve on one shared port) and replaces any that dies; SIGTERM and
+ * SIGINT are passed on, and it exits once every worker has shut down gracefully.
+ */
+async function supervise(config: Config): Promise<void> {
+  const logger = pino({ level: config.logLevel, base: { service: 'tre-kms', role: 'primary' } });
+  const db = openDatabase(config.database, { synchronous: config.synchronous });
+  const applied = migrate(db);
+  db.close();
+  if (applied.length) logger.info({ applied }, 'schema migrated');
+  AuditSigner.loadOrCreate(config.auditKey);
+  let stopping = false;
+  let failed = false;
+  cluster.on('exit', (worker, code, signal) => {
+    if (stopping) {
+      if (code !== 0 && signal !== 'SIGTERM') failed = true;
+      if (Object.keys(cluster.workers ?? {}).length === 0) process.exit(failed ? 1 : 0);
+      return;
+    }
+    logger.error({ pid: worker.process.pid, code, signal }, 'worker died; starting another');
+    cluster.fork();
+  });
+  for (let i = 0; i < config.workers; i++) cluster.fork();
+  const stop = (signal: NodeJS.Signals): void => {
+    if (stopping) return;
+    stopping = true;
+    logger.info({ signal }, 'shutting down workers');
+    for (const w of Object.values(cluster.workers ?? {})) w?.process.kill('SIGTERM');
+  };
+  process.on('SIGTERM', () => stop('SIGTERM'));
+  process.on('SIGINT', () => stop('SIGINT'));
+}
+
 async function serve(opts: { config?: string }): Promise<void> {
-  const server = await KmsServer.start(configFrom(opts));
+  const config = configFrom(opts);
+  if (config.workers > 1 && cluster.isPrimary) {
+    await supervise(config);
+    return;
+  }
+  // Handlers first: a signal during start-up (a worker still loading) is a clean exit too.
+  const running: { server?: KmsServer } = {};
   let stopping = false;
   const stop = (signal: string): void => {
     if (stopping) return;
     stopping = true;
+    const server = running.server;
+    if (!server) process.exit(0);
     server.logger.info({ signal }, 'shutting down');
     server.close().then(
       () => process.exit(0),
@@ -51,6 +95,7 @@ async function serve(opts: { config?: string }): Promise<void> {
   };
   process.on('SIGTERM', () => stop('SIGTERM'));
   process.on('SIGINT', () => stop('SIGINT'));
+  running.server = await KmsServer.start(config);
 }
 
 async function verifyExport(file: string, opts: { publicKey?: string }): Promise<number> {

@@ -13,7 +13,15 @@ export interface Config {
   auditKey: string;
   checkpointEvery: number;
   agreementVersion: string;
-  hub: { apiUrl: string; apiToken?: string; cacheSeconds: number };
+  /** `services`: hub services trusted to confirm or destroy staged files and append audit events. */
+  hub: { apiUrl: string; apiToken?: string; cacheSeconds: number; services: string[] };
+  /**
+   * Processes serving requests (node:cluster, one shared port). SQLite in WAL mode serialises
+   * their writes; each process has its own hub-token cache and its own /metrics.
+   */
+  workers: number;
+  /** The hub proxy's prefix for this service (JUPYTERHUB_SERVICE_PREFIX, e.g. /services/kms/). */
+  servicePrefix?: string;
   metricsToken?: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }
@@ -80,6 +88,8 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       'hub',
       'metricsToken',
       'logLevel',
+      'servicePrefix',
+      'workers',
     ];
     for (const k of Object.keys(raw)) {
       if (!known.includes(k)) throw new ConfigError(`unknown setting ${k} in ${file}`);
@@ -124,6 +134,26 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
   }
   const apiToken =
     str(env.JUPYTERHUB_API_TOKEN, 'JUPYTERHUB_API_TOKEN') ?? str(hubRaw.apiToken, 'hub.apiToken');
+  const servicesRaw =
+    str(env.TRE_KMS_HUB_SERVICES, 'TRE_KMS_HUB_SERVICES')
+      ?.split(',')
+      .map((x) => x.trim()) ??
+    hubRaw.services ??
+    [];
+  if (
+    !Array.isArray(servicesRaw) ||
+    servicesRaw.some((s) => typeof s !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(s))
+  ) {
+    throw new ConfigError('hub.services must be a list of hub service names');
+  }
+  const prefixRaw =
+    str(env.JUPYTERHUB_SERVICE_PREFIX, 'JUPYTERHUB_SERVICE_PREFIX') ??
+    str(raw.servicePrefix, 'servicePrefix');
+  if (prefixRaw !== undefined && !/^\/[A-Za-z0-9._~/-]*$/.test(prefixRaw)) {
+    throw new ConfigError('the service prefix must be an absolute URL path');
+  }
+  const servicePrefix =
+    prefixRaw === undefined || prefixRaw === '/' ? undefined : prefixRaw.replace(/\/*$/, '/');
   const metricsToken =
     str(env.TRE_KMS_METRICS_TOKEN, 'TRE_KMS_METRICS_TOKEN') ??
     str(raw.metricsToken, 'metricsToken');
@@ -137,6 +167,8 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       path(str(raw.auditKey, 'auditKey')) ??
       `${database}.audit-key.pem`,
     checkpointEvery: int(raw.checkpointEvery, 'checkpointEvery', 1, 1_000_000) ?? 1000,
+    workers:
+      int(env.TRE_KMS_WORKERS, 'TRE_KMS_WORKERS', 1, 64) ?? int(raw.workers, 'workers', 1, 64) ?? 1,
     agreementVersion:
       str(env.TRE_KMS_AGREEMENT_VERSION, 'TRE_KMS_AGREEMENT_VERSION') ??
       str(raw.agreementVersion, 'agreementVersion') ??
@@ -145,7 +177,9 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       apiUrl,
       ...(apiToken ? { apiToken } : {}),
       cacheSeconds: int(hubRaw.cacheSeconds, 'hub.cacheSeconds', 0, 3600) ?? 30,
+      services: servicesRaw as string[],
     },
+    ...(servicePrefix ? { servicePrefix } : {}),
     ...(metricsToken ? { metricsToken } : {}),
     logLevel: logLevel as Config['logLevel'],
   };

@@ -1,13 +1,14 @@
 /** HTTP routes of the egress workflow: thin translations onto {@link Egress}. */
-import type { Request, Response, Router } from 'express';
+import type { Request, Response } from 'express';
 import type { Egress } from './egress.js';
 import type { HubUser } from './kms.js';
+import type { RouteTable } from './openapi.js';
 
 type Wrap = (
   fn: (req: Request, res: Response) => unknown,
 ) => (req: Request, res: Response, next: (e?: unknown) => void) => void;
 
-export function egressRoutes(r: Router, egress: Egress, h: Wrap): void {
+export function egressRoutes(r: RouteTable, egress: Egress, h: Wrap): void {
   const u = (req: Request): HubUser => req.user!;
   const p = (req: Request): string => String(req.params.projectId);
   const id = (req: Request): number => Number(req.params.requestId);

@@ -4,7 +4,7 @@
  * (`tre-kms serve`); the hub is a minimal stand-in answering GET /user for fixed tokens.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
@@ -45,13 +45,13 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
-async function startChild(port: number): Promise<ChildProcess> {
+async function startChild(port: number, timeoutMs = 60_000): Promise<ChildProcess> {
   const child = spawn(process.execPath, [CLI, 'serve', '--config', join(dir, 'kms.yaml')], {
     env: { ...process.env, JUPYTERHUB_API_URL: hubUrl, TRE_KMS_PORT: String(port) },
     stdio: ['ignore', 'ignore', 'pipe'],
   });
   children.push(child);
-  const until = Date.now() + 15_000;
+  const until = Date.now() + timeoutMs;
   while (Date.now() < until) {
     try {
       if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return child;
@@ -143,4 +143,76 @@ test('no acknowledged write is lost and the chain stays valid', async () => {
     // The graceful stop signed the head.
     expect(r2.signedSeq).toBe(r2.entries);
   }
-}, 60_000);
+}, 180_000);
+
+test('two serving processes: writes interleave on one valid chain, a killed worker is replaced', async () => {
+  const port = 20000 + ((process.pid + 7919) % 20000);
+  writeFileSync(
+    join(dir, 'kms.yaml'),
+    'database: kms2.sqlite\nauditKey: audit2.pem\ncheckpointEvery: 50\nlogLevel: warn\nworkers: 2\n',
+  );
+  // Three processes start (the primary migrates first): slow on a loaded machine.
+  const primary = await startChild(port, 60_000);
+  const workerPids = (): number[] =>
+    readFileSync(`/proc/${primary.pid}/task/${primary.pid}/children`, 'utf8')
+      .split(' ')
+      .filter((x) => x.trim())
+      .map(Number);
+  const until = Date.now() + 60_000;
+  while (workerPids().length < 2 && Date.now() < until)
+    await new Promise((r) => setTimeout(r, 100));
+  const first = workerPids();
+  expect(first).toHaveLength(2);
+  expect((await call(port, 'PUT', '/v1/me', { organisation: 'Storm Inc' })).status).toBe(200);
+
+  const acked: number[] = [];
+  let stop = false;
+  const client = async (w: number): Promise<void> => {
+    for (let i = 0; !stop; i++) {
+      try {
+        const r = await call(port, 'POST', '/v1/me/notifications', {
+          kind: 'anomaly',
+          message: `w${w} #${i}`,
+        });
+        if (r.status === 201) acked.push(((await r.json()) as { id: number }).id);
+        else await r.body?.cancel();
+      } catch {
+        // a connection of the killed worker; keep going on a new one
+      }
+    }
+  };
+  const clients = Array.from({ length: 12 }, (_v, w) => client(w));
+  const wait = async (n: number): Promise<void> => {
+    const end = Date.now() + 20_000;
+    while (acked.length < n && Date.now() < end) await new Promise((r) => setTimeout(r, 50));
+  };
+  await wait(150);
+  process.kill(first[0]!, 'SIGKILL');
+  const before = acked.length;
+  await wait(before + 150);
+  stop = true;
+  await Promise.all(clients);
+  expect(acked.length).toBeGreaterThan(before + 50);
+  const now = workerPids();
+  expect(now).toHaveLength(2);
+  expect(now).not.toContain(first[0]);
+
+  const exited = new Promise((r) => primary.once('exit', r));
+  primary.kill('SIGTERM');
+  expect(await exited).toBe(0);
+  const db = openDatabase(join(dir, 'kms2.sqlite'), { readonly: true });
+  const stored = new Set(
+    (db.prepare('SELECT id FROM notifications').all() as Array<{ id: number }>).map((r) => r.id),
+  );
+  const audited = db
+    .prepare("SELECT object FROM audit_log WHERE action = 'notification.file'")
+    .all() as Array<{ object: string }>;
+  const auditedIds = new Set(audited.map((r) => Number(/^notification:(\d+)/.exec(r.object)![1])));
+  expect(acked.filter((id) => !stored.has(id))).toEqual([]);
+  expect(acked.filter((id) => !auditedIds.has(id))).toEqual([]);
+  expect(auditedIds.size).toBe(audited.length);
+  const pem = readFileSync(join(dir, 'audit2.pem.pub'), 'utf8');
+  const r = verifyAuditLines(exportLines(db, pem), { publicKeyPem: pem });
+  db.close();
+  expect(r).toMatchObject({ ok: true });
+}, 180_000);

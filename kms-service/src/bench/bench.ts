@@ -8,7 +8,14 @@
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
-import { createWriteStream, mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  createWriteStream,
+  mkdirSync,
+  mkdtempSync,
+  readFileSync,
+  rmSync,
+  writeFileSync,
+} from 'node:fs';
 import { createServer } from 'node:http';
 import { once } from 'node:events';
 import { tmpdir } from 'node:os';
@@ -23,11 +30,25 @@ import { KeyStore } from '../store/keys.js';
 import { PeopleStore } from '../store/people.js';
 import { ProjectStore } from '../store/projects.js';
 
-const CLI = fileURLToPath(new URL('../cli.js', import.meta.url));
+// BENCH_KMS_CLI runs another build of tre-kms (e.g. main's) under the same load, for A/B runs.
+const CLI = process.env.BENCH_KMS_CLI ?? fileURLToPath(new URL('../cli.js', import.meta.url));
 const FILES = Number(process.env.BENCH_FILES ?? 100_000);
 const VERIFY_ENTRIES = Number(process.env.BENCH_VERIFY_ENTRIES ?? 1_000_000);
 const RUNS = 3;
+/** Serving processes of tre-kms (its `workers` setting). */
+const WORKERS = Number(process.env.BENCH_WORKERS ?? 2);
 const TOKEN = randomBytes(16).toString('hex');
+
+/** User + system CPU seconds a process and its live children have used so far (Linux /proc). */
+function cpuSeconds(pid: number): number {
+  const fields = readFileSync(`/proc/${pid}/stat`, 'utf8').split(') ')[1]!.split(' ');
+  let s = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  for (const child of readFileSync(`/proc/${pid}/task/${pid}/children`, 'utf8').split(' ')) {
+    if (child.trim()) s += cpuSeconds(Number(child));
+  }
+  return s;
+}
+const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
 const b64 = (n: number): string => randomBytes(n).toString('base64url');
@@ -129,18 +150,22 @@ async function main(): Promise<void> {
   console.log(`seeded ${FILES} files in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   writeFileSync(
     join(dir, 'kms.yaml'),
-    `database: kms.sqlite\nauditKey: audit.pem\nagreementVersion: "1"\nlogLevel: warn\nport: ${port}\nhub:\n  apiUrl: http://127.0.0.1:${hubPort}/hub/api\n`,
+    `database: kms.sqlite\nauditKey: audit.pem\nagreementVersion: "1"\nlogLevel: warn\nport: ${port}\nworkers: ${WORKERS}\nhub:\n  apiUrl: http://127.0.0.1:${hubPort}/hub/api\n`,
   );
-  const child = spawn(process.execPath, [CLI, 'serve', '--config', join(dir, 'kms.yaml')], {
-    stdio: ['ignore', 'inherit', 'inherit'],
-  });
+  // BENCH_SERVER_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the server.
+  const serverArgs = (process.env.BENCH_SERVER_ARGS ?? '').split(' ').filter(Boolean);
+  const child = spawn(
+    process.execPath,
+    [...serverArgs, CLI, 'serve', '--config', join(dir, 'kms.yaml')],
+    { stdio: ['ignore', 'inherit', 'inherit'] },
+  );
   const base = `http://127.0.0.1:${port}`;
   try {
     for (let i = 0; ; i++) {
       try {
         if ((await fetch(`${base}/healthz`)).ok) break;
       } catch {
-        if (i > 300) throw new Error('tre-kms did not start');
+        if (i > 1200) throw new Error('tre-kms did not start');
       }
       await new Promise((r) => setTimeout(r, 100));
     }
@@ -163,8 +188,9 @@ async function main(): Promise<void> {
     );
 
     // 2. single key release under load
-    const rel: Array<{ rps: number; p99: number; p50: number }> = [];
+    const rel: Array<{ rps: number; p99: number; p50: number; cpuMs: number }> = [];
     for (let i = 0; i < RUNS; i++) {
+      const cpu0 = cpuSeconds(child.pid!);
       const r = await autocannon({
         url: `${base}/v1/projects/bench/files/${fileId}/key`,
         headers,
@@ -173,15 +199,18 @@ async function main(): Promise<void> {
       });
       if (r.non2xx > 0 || r.errors > 0)
         throw new Error(`release: ${r.non2xx} non-2xx, ${r.errors} errors`);
-      rel.push({ rps: r.requests.average, p99: r.latency.p99, p50: r.latency.p50 });
+      const cpuMs = ((cpuSeconds(child.pid!) - cpu0) * 1000) / r.requests.total;
+      rel.push({ rps: r.requests.average, p99: r.latency.p99, p50: r.latency.p50, cpuMs });
     }
     results.release = {
       rps: median(rel.map((r) => r.rps)),
       p99: median(rel.map((r) => r.p99)),
       p50: median(rel.map((r) => r.p50)),
+      serverCpuMsPerRequest: median(rel.map((r) => r.cpuMs)),
     };
+    const cpuMs = median(rel.map((r) => r.cpuMs));
     console.log(
-      `2. key release: median ${median(rel.map((r) => r.rps)).toFixed(0)} req/s, p50 ${median(rel.map((r) => r.p50))} ms, p99 ${median(rel.map((r) => r.p99))} ms`,
+      `2. key release (${WORKERS} worker${WORKERS > 1 ? 's' : ''}): median ${median(rel.map((r) => r.rps)).toFixed(0)} req/s, p50 ${median(rel.map((r) => r.p50))} ms, p99 ${median(rel.map((r) => r.p99))} ms; server CPU ${cpuMs.toFixed(3)} ms per request (${(1000 / cpuMs).toFixed(0)} requests per CPU second); runs ${rel.map((r) => r.rps.toFixed(0)).join(', ')} req/s`,
     );
   } finally {
     child.kill('SIGTERM');
@@ -262,7 +291,13 @@ async function main(): Promise<void> {
   writeFileSync(
     join(process.cwd(), '..', 'bench-results', 'kms-service.json'),
     JSON.stringify(
-      { date: new Date().toISOString(), files: FILES, verifyEntries: VERIFY_ENTRIES, ...results },
+      {
+        date: new Date().toISOString(),
+        files: FILES,
+        verifyEntries: VERIFY_ENTRIES,
+        workers: WORKERS,
+        ...results,
+      },
       null,
       2,
     ),
