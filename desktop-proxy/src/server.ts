@@ -17,6 +17,7 @@ import { createLogger, type Logger } from './logging.js';
 import { ProxyMetrics } from './metrics.js';
 import { checkOrigin, normaliseOrigin } from './origin.js';
 import { loadAssets, securityHeaders, type StaticAsset } from './page.js';
+import { holdReadBuffer, ReadSlabs, releaseReadBuffer } from './read-buffers.js';
 import { RfbFilter, RfbProtocolError } from './rfb/index.js';
 
 /** WebSocket close codes the proxy sends; the page maps them to messages. */
@@ -69,8 +70,6 @@ const SEND_LOW_WATER = 1024 * 1024;
 const MAX_CLIENT_MESSAGE = 1024 * 1024;
 // Largest WebSocket frame assembled from several reads of the VNC socket.
 const MAX_BATCH = 1024 * 1024;
-const READ_SIZE = 256 * 1024;
-const SLAB_SIZE = 4 * READ_SIZE;
 const CLOSE_GRACE_MS = 2000;
 const TARGET_CONNECT_TIMEOUT_MS = 10_000;
 
@@ -79,31 +78,6 @@ function pathOf(req: IncomingMessage): string {
     return new URL(req.url ?? '/', 'http://localhost').pathname;
   } catch {
     return '';
-  }
-}
-
-/**
- * Read buffers for one VNC socket, carved from slabs. Reading up to READ_SIZE at once (Node's
- * default is 64 KiB) means fewer reads, events and frames for a full-screen update; the filter
- * and the WebSocket keep references to the pieces, so nothing is copied, and a slab is freed
- * once no piece of it is referenced any more. One instance per socket: Node asks for the next
- * buffer right after each read, ahead of the data, so a shared instance would hand the same
- * bytes to two sockets.
- */
-class ReadSlabs {
-  private slab = Buffer.allocUnsafe(0);
-  private offset = 0;
-
-  next(): Buffer {
-    if (this.slab.length - this.offset < READ_SIZE) {
-      this.slab = Buffer.allocUnsafe(SLAB_SIZE);
-      this.offset = 0;
-    }
-    return this.slab.subarray(this.offset, this.offset + READ_SIZE);
-  }
-
-  used(bytes: number): void {
-    this.offset += bytes;
   }
 }
 
@@ -123,7 +97,10 @@ function connectTarget(target: Target): Promise<TargetConnection> {
       slabs.used(bytes);
       const chunk = (buffer as Buffer).subarray(0, bytes);
       if (sink) sink(chunk);
-      else early.push(chunk);
+      else {
+        holdReadBuffer(chunk);
+        early.push(chunk);
+      }
       return true;
     },
   };
@@ -136,6 +113,7 @@ function connectTarget(target: Target): Promise<TargetConnection> {
       socket.destroy();
       reject(new Error('ETIMEDOUT'));
     }, TARGET_CONNECT_TIMEOUT_MS);
+    socket.once('close', () => slabs.retire());
     socket.once('connect', () => {
       clearTimeout(timer);
       socket.removeAllListeners('error');
@@ -143,7 +121,10 @@ function connectTarget(target: Target): Promise<TargetConnection> {
         socket,
         setSink(s) {
           sink = s;
-          for (const chunk of early.splice(0)) s(chunk);
+          for (const chunk of early.splice(0)) {
+            s(chunk);
+            releaseReadBuffer(chunk);
+          }
         },
       });
     });
@@ -169,6 +150,23 @@ async function connectTargetInTurn(target: Target): Promise<TargetConnection> {
       await sleep(delayMs);
     }
   }
+}
+
+/** The header of one unmasked, final, binary WebSocket frame (RFC 6455 section 5.2). */
+function binaryFrameHeader(length: number): Buffer {
+  if (length < 126) return Buffer.from([0x82, length]);
+  if (length < 0x10000) {
+    const h = Buffer.allocUnsafe(4);
+    h[0] = 0x82;
+    h[1] = 126;
+    h.writeUInt16BE(length, 2);
+    return h;
+  }
+  const h = Buffer.allocUnsafe(10);
+  h[0] = 0x82;
+  h[1] = 127;
+  h.writeBigUInt64BE(BigInt(length), 2);
+  return h;
 }
 
 /** Creates the proxy: the page, a WebSocket at /websockify and the RFB filter between them. */
@@ -325,9 +323,12 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
     let wsPaused = false;
     let idleTimer: NodeJS.Timeout | undefined;
     // What the filter lets through from the VNC server is gathered over the reads of one
-    // event-loop turn and written to the browser in one system call (the pieces as messages
-    // of their own, with no copying): no added delay, as setImmediate runs right after the
-    // current I/O phase.
+    // event-loop turn and written to the browser as one binary WebSocket frame: a header and
+    // the pieces, in one system call, with no copying and no added delay (setImmediate runs
+    // right after the current I/O phase). The frame is written to the socket directly rather
+    // than through ws's sender, which would frame (and call back for) every piece; ws still
+    // owns the socket's other traffic, and nothing else writes to it in between, as each
+    // frame is written in one synchronous step.
     let outbox: Buffer[] = [];
     let outboxBytes = 0;
     let flushScheduled = false;
@@ -337,35 +338,41 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
     metrics.active.inc();
     log.info({ event: 'connect', conn: id, user, remote }, 'session connected');
 
-    const afterSend = (err?: Error) => {
-      if (!err && tcpPaused && ws.bufferedAmount < SEND_LOW_WATER) {
+    const resumeTarget = () => {
+      if (tcpPaused && browser.writableLength < SEND_LOW_WATER) {
         tcpPaused = false;
         tcp.resume();
-      }
-    };
-    const sendToClient = (chunk: Buffer) => {
-      sentToClient += chunk.length;
-      bytesToClient.inc(chunk.length);
-      ws.send(chunk, { binary: true }, afterSend);
-      if (!tcpPaused && ws.bufferedAmount > SEND_HIGH_WATER) {
-        tcpPaused = true;
-        tcp.pause();
       }
     };
 
     const flush = () => {
       flushScheduled = false;
-      if (ended || outbox.length === 0) return;
       const parts = outbox;
+      const total = outboxBytes;
       outbox = [];
       outboxBytes = 0;
+      if (parts.length === 0) return;
+      const done = () => {
+        for (const part of parts) releaseReadBuffer(part);
+        resumeTarget();
+      };
+      if (ended || ws.readyState !== WebSocket.OPEN) return done();
+      sentToClient += total;
+      bytesToClient.inc(total);
       browser.cork();
-      for (const part of parts) sendToClient(part);
+      browser.write(binaryFrameHeader(total));
+      for (let i = 0; i < parts.length - 1; i++) browser.write(parts[i] as Buffer);
+      browser.write(parts[parts.length - 1] as Buffer, done);
       browser.uncork();
+      if (!tcpPaused && browser.writableLength > SEND_HIGH_WATER) {
+        tcpPaused = true;
+        tcp.pause();
+      }
     };
 
     const filter = new RfbFilter({
       toClient: (chunk) => {
+        holdReadBuffer(chunk);
         outbox.push(chunk);
         outboxBytes += chunk.length;
         if (outboxBytes >= MAX_BATCH) flush();

@@ -110,7 +110,9 @@ beforeAll(async () => {
 afterAll(async () => {
   await Promise.all(proxies.map((p) => p.close()));
   await browser?.close();
-  websockify?.kill('SIGKILL');
+  if (websockify?.pid && websockify.exitCode === null) {
+    process.kill(-websockify.pid, 'SIGKILL');
+  }
   await xvnc?.stop();
 });
 
@@ -223,7 +225,9 @@ describe('the desktop page in Chromium, through the proxy, against a real Xvnc',
     websockify = spawn(
       'websockify',
       ['--web', novncRoot, `127.0.0.1:${websockifyPort}`, `--unix-target=${xvnc.socketPath}`],
-      { stdio: 'ignore' },
+      // Its own process group: websockify forks a child per connection, and a child that
+      // outlives the parent keeps this process's keep-alive socket open.
+      { stdio: 'ignore', detached: true },
     );
     await waitFor(
       () =>

@@ -1,7 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, it } from '@jest/globals';
 import { randomBytes } from 'node:crypto';
 import { ENC, RfbTestClient } from './helpers/rfb-test-client.js';
-import { startXvnc, type Xvnc } from './helpers/xvnc.js';
+import { startXvnc, type XvncSession } from './support/xvnc.js';
 
 // What noVNC asks for, minus JPEG/H.264 (a real client would get them stripped anyway).
 const PSEUDO = [
@@ -14,7 +14,7 @@ const PSEUDO = [
   ENC.ContinuousUpdates,
 ];
 
-let x: Xvnc;
+let x: XvncSession;
 const clients: RfbTestClient[] = [];
 
 async function connect(filter: boolean, encodings: number[]): Promise<RfbTestClient> {
@@ -29,14 +29,14 @@ const marker = (what: string): string => `${what}-${randomBytes(6).toString('hex
 
 /** Makes an X client own CLIPBOARD with `text` and waits until X serves it. */
 async function setClipboard(text: string): Promise<void> {
-  const owner = x.spawnX('xclip', ['-quiet', '-selection', 'clipboard']);
+  const owner = x.spawnClient('xclip', ['-quiet', '-selection', 'clipboard']);
   owner.stdin!.end(text);
   await waitUntil(async () => (await readClipboard()) === text, 'X clipboard to be set');
 }
 
 async function readClipboard(): Promise<string> {
   try {
-    return await x.run('xclip', ['-o', '-selection', 'clipboard']);
+    return await x.x('xclip', ['-o', '-selection', 'clipboard']);
   } catch {
     return '';
   }
@@ -58,7 +58,7 @@ const hasText = (c: RfbTestClient, text: string): boolean =>
   c.cutTexts.some((t) => t.payload.includes(text));
 
 beforeAll(async () => {
-  x = await startXvnc();
+  x = await startXvnc({ geometry: '320x240' });
 });
 
 afterEach(() => {
@@ -169,7 +169,7 @@ describe('framebuffer updates through the RFB filter against a real Xvnc', () =>
   it.each(cases)(
     '%s: incremental updates of a changing xterm decode to the server framebuffer',
     async (_name, enc, colour) => {
-      await x.run('xsetroot', ['-solid', colour]);
+      await x.x('xsetroot', ['-solid', colour]);
       // Stripped encodings are asked for too: the server must never use them.
       const c = await connect(true, [
         enc,
@@ -179,7 +179,7 @@ describe('framebuffer updates through the RFB filter against a real Xvnc', () =>
         ENC.ExtendedMouseButtons,
       ]);
       await settle(c);
-      const xterm = x.spawnX('xterm', [
+      const xterm = x.spawnClient('xterm', [
         '-geometry',
         '34x9+8+8',
         '-e',
@@ -205,7 +205,7 @@ describe('framebuffer updates through the RFB filter against a real Xvnc', () =>
         xterm.kill('SIGKILL');
         await exited;
         await waitUntil(
-          async () => !(await x.run('xwininfo', ['-root', '-tree'])).includes('XTerm'),
+          async () => !(await x.x('xwininfo', ['-root', '-tree'])).includes('XTerm'),
           'xterm window gone',
         );
       }

@@ -1,5 +1,7 @@
 import { afterAll, afterEach, beforeAll, describe, expect, test } from '@jest/globals';
 import { execFile, spawn } from 'node:child_process';
+import { createHash, randomBytes } from 'node:crypto';
+import { createServer, type Server } from 'node:net';
 import { mkdtemp, readFile, rm } from 'node:fs/promises';
 import { request as httpsRequest } from 'node:https';
 import { tmpdir } from 'node:os';
@@ -11,6 +13,7 @@ import { createDesktopProxy, type DesktopProxy, type DesktopProxyOptions } from 
 import type { Socket } from 'node:net';
 import { RfbBenchClient, wsTransport } from '../src/bench/rfb-client.js';
 import { startSyntheticServer } from '../src/bench/synthetic-server.js';
+import { pooledSlabs } from '../src/read-buffers.js';
 import { capturingLogger, closed, mustOpen, openWs, waitFor } from './support/proxy.js';
 import { startXvnc, type XvncSession } from './support/xvnc.js';
 
@@ -325,6 +328,128 @@ describe('backpressure', () => {
       await new Promise((r) => server.close(r));
     }
   }, 30_000);
+});
+
+/**
+ * A VNC server that, once the client is initialised, pushes `updates` FramebufferUpdates of
+ * random Raw rectangles, each followed by a ServerCutText carrying `marker`, in writes of
+ * random sizes. `expected` is the SHA-256 and length of everything it sent but the cut texts.
+ */
+function startPushingServer(
+  path: string,
+  updates: number,
+  marker: string,
+): Promise<{ server: Server; expected: Promise<{ hash: string; length: number }> }> {
+  const [width, height] = [1024, 768];
+  let finish: (sent: { hash: string; length: number }) => void = () => {};
+  const expected = new Promise<{ hash: string; length: number }>((r) => (finish = r));
+  const server = createServer((socket) => {
+    const hash = createHash('sha256');
+    let length = 0;
+    const send = (b: Buffer, counted = true) => {
+      if (counted) {
+        hash.update(b);
+        length += b.length;
+      }
+      return socket.write(b);
+    };
+    const init = Buffer.alloc(24);
+    init.writeUInt16BE(width, 0);
+    init.writeUInt16BE(height, 2);
+    Buffer.from([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]).copy(init, 4);
+    const replies = [Buffer.from([1, 1]), Buffer.alloc(4), init];
+    send(Buffer.from('RFB 003.008\n'));
+    let received = 0;
+    socket.on('error', () => socket.destroy());
+    socket.on('data', (d: Buffer) => {
+      // Version (12), security choice (1), ClientInit (1); later SetEncodings and such.
+      const before = received;
+      received += d.length;
+      for (const [at, reply] of [
+        [12, 0],
+        [13, 1],
+        [14, 2],
+      ] as const) {
+        if (before < at && received >= at) send(replies[reply] as Buffer);
+      }
+      if (before < 14 && received >= 14) void push();
+    });
+    async function push() {
+      for (let i = 0; i < updates && !socket.destroyed; i++) {
+        const w = 1 + Math.floor(Math.random() * 700);
+        const h = 1 + Math.floor(Math.random() * 700);
+        const update = Buffer.alloc(16);
+        update.writeUInt16BE(1, 2);
+        update.writeUInt16BE(w, 8);
+        update.writeUInt16BE(h, 10);
+        const body = Buffer.concat([update, randomBytes(w * h * 4)]);
+        const text = Buffer.from(marker.repeat(1 + Math.floor(Math.random() * 2000)), 'latin1');
+        const cut = Buffer.alloc(8);
+        cut[0] = 3;
+        cut.writeUInt32BE(text.length, 4);
+        const all = [body, Buffer.concat([cut, text])];
+        for (const [k, part] of all.entries()) {
+          for (let o = 0; o < part.length;) {
+            const n = 1 + Math.floor(Math.random() * 300_000);
+            const ok = send(part.subarray(o, o + n), k === 0);
+            o += n;
+            if (!ok) await new Promise((r) => socket.once('drain', r));
+          }
+        }
+      }
+      finish({ hash: hash.digest('hex'), length });
+    }
+  });
+  return new Promise((resolve, reject) => {
+    server.once('error', reject);
+    server.listen(path, () => resolve({ server, expected }));
+  });
+}
+
+describe('zero-copy forwarding with reused read buffers', () => {
+  test('a long stream arrives byte for byte, cut texts removed, while the browser stalls', async () => {
+    const marker = `clip-${randomBytes(6).toString('hex')}`;
+    const socketPath = join(xvnc.dir, 'pushing.sock');
+    const { server, expected } = await startPushingServer(socketPath, 160, marker);
+    try {
+      const { ws } = await start({ target: `unix:${socketPath}` });
+      const client = await mustOpen(`${ws}?ticket=${ticket()}`);
+      const hash = createHash('sha256');
+      let sawMarker = false;
+      let bytes = 0;
+      client.ws.on('message', (d: Buffer) => {
+        hash.update(d);
+        bytes += d.length;
+        if (d.includes(marker)) sawMarker = true;
+      });
+      const raw = (client.ws as unknown as { _socket: Socket })._socket;
+      for (const reply of ['RFB 003.008\n', '\x01', '\x01']) {
+        await new Promise((r) => setTimeout(r, 50));
+        client.ws.send(Buffer.from(reply, 'latin1'));
+      }
+      // Stall the browser now and then so that frames queue behind unfinished writes while
+      // the proxy keeps reading into fresh (and reused) buffers.
+      const stalls = setInterval(() => {
+        raw.pause();
+        setTimeout(() => raw.resume(), 150);
+      }, 400);
+      let sent: { hash: string; length: number };
+      try {
+        sent = await expected;
+        await waitFor(() => bytes >= sent.length, 'the whole stream', 60_000);
+      } finally {
+        clearInterval(stalls);
+      }
+      expect(bytes).toBe(sent.length);
+      expect(hash.digest('hex')).toBe(sent.hash);
+      expect(sawMarker).toBe(false);
+      expect(bytes).toBeGreaterThan(48 * 1024 * 1024);
+      expect(pooledSlabs()).toBeGreaterThan(0);
+      client.ws.terminate();
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  }, 90_000);
 });
 
 describe('page and metrics', () => {

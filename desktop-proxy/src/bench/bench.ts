@@ -1,6 +1,8 @@
 // Benchmark of the desktop proxy against websockify, both in front of the same VNC servers in
 // the same run: a synthetic RFB server (isolates proxy cost) and a real TigerVNC Xvnc.
-//   npm run bench            (in desktop-proxy/)      options: --runs N --seconds S
+//   npm run bench            (in desktop-proxy/)
+// Options: --runs N --seconds S, --client lean|ws (the viewer's WebSocket client), --parts
+// throughput,latency,memory,concurrency (a comma-separated subset).
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import { mkdtemp, rm } from 'node:fs/promises';
@@ -8,7 +10,13 @@ import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { RfbBenchClient, unixTransport, wsTransport, type Transport } from './rfb-client.js';
+import {
+  leanWsTransport,
+  RfbBenchClient,
+  unixTransport,
+  wsTransport,
+  type Transport,
+} from './rfb-client.js';
 import { startSyntheticServer } from './synthetic-server.js';
 
 const WIDTH = 1024;
@@ -33,6 +41,16 @@ function option(name: string, fallback: number): number {
   const i = process.argv.indexOf(name);
   return i > 0 ? Number(process.argv[i + 1]) : fallback;
 }
+
+function textOption(name: string, fallback: string): string {
+  const i = process.argv.indexOf(name);
+  return i > 0 ? (process.argv[i + 1] ?? fallback) : fallback;
+}
+
+// The viewer's WebSocket client: 'lean' hands frame payloads on as slices of the socket's
+// reads; 'ws' is the ws library's client, which joins every message into one buffer.
+const CLIENT = textOption('--client', 'lean');
+const PARTS = new Set(textOption('--parts', 'throughput,latency,memory,concurrency').split(','));
 
 const sleep = (ms: number) => new Promise((r) => setTimeout(r, ms));
 
@@ -153,7 +171,8 @@ async function startWebsockify(socket: string): Promise<{ url: string; pid: numb
 
 function transport(endpoint: Endpoint, via: Via): Promise<Transport> {
   if (via === 'direct') return unixTransport(endpoint.socket);
-  return wsTransport(via === 'desktop-proxy' ? endpoint.ours.url : endpoint.websockify.url);
+  const url = via === 'desktop-proxy' ? endpoint.ours.url : endpoint.websockify.url;
+  return CLIENT === 'ws' ? wsTransport(url) : leanWsTransport(url);
 }
 
 async function session(endpoint: Endpoint, via: Via): Promise<RfbBenchClient> {
@@ -166,19 +185,22 @@ async function session(endpoint: Endpoint, via: Via): Promise<RfbBenchClient> {
  * MB/s of full-screen Raw updates, one request outstanding as a viewer runs, and the proxy's
  * own CPU time per MB (a figure that background load on the machine disturbs far less).
  */
-async function throughput(endpoint: Endpoint, via: Exclude<Via, 'direct'>, seconds: number) {
+async function throughput(endpoint: Endpoint, via: Via, seconds: number) {
   const pid = via === 'desktop-proxy' ? endpoint.ours.pid : endpoint.websockify.pid;
   const client = await session(endpoint, via);
   for (let i = 0; i < 3; i++) await client.update();
   const start = client.bytesReceived;
-  const cpu0 = cpuTree(pid);
+  const cpu0 = via === 'direct' ? 0 : cpuTree(pid);
+  const viewer0 = process.cpuUsage();
   const t0 = performance.now();
   while (performance.now() - t0 < seconds * 1000) await client.update();
   const mb = (client.bytesReceived - start) / 1e6;
   const rate = mb / ((performance.now() - t0) / 1000);
-  const cpuMsPerMb = ((cpuTree(pid) - cpu0) * 1000) / mb;
+  const viewer = process.cpuUsage(viewer0);
+  const cpuMsPerMb = via === 'direct' ? 0 : ((cpuTree(pid) - cpu0) * 1000) / mb;
+  const viewerMsPerMb = (viewer.user + viewer.system) / 1000 / mb;
   client.close();
-  return { rate, cpuMsPerMb };
+  return { rate, cpuMsPerMb, viewerMsPerMb };
 }
 
 /** Round trips of a 1x1 FramebufferUpdateRequest and its 20-byte answer, in microseconds. */
@@ -320,38 +342,43 @@ async function main(): Promise<number> {
     out('|---|---|---|---|---|---|');
 
     for (const endpoint of endpoints) {
-      const tp: Record<'desktop-proxy' | 'websockify', number[]> = {
-        'desktop-proxy': [],
-        websockify: [],
-      };
-      const cpu: Record<'desktop-proxy' | 'websockify', number[]> = {
-        'desktop-proxy': [],
-        websockify: [],
-      };
-      for (let r = 0; r < runs; r++) {
+      const tp: Record<Via, number[]> = { direct: [], 'desktop-proxy': [], websockify: [] };
+      const cpu: Record<Via, number[]> = { direct: [], 'desktop-proxy': [], websockify: [] };
+      const viewerCpu: Record<Via, number[]> = { direct: [], 'desktop-proxy': [], websockify: [] };
+      for (let r = 0; r < (PARTS.has('throughput') ? runs : 0); r++) {
         // Alternate the order so that drifting background load hits both alike.
         const order =
           r % 2 === 0
-            ? (['desktop-proxy', 'websockify'] as const)
-            : (['websockify', 'desktop-proxy'] as const);
+            ? (['desktop-proxy', 'websockify', 'direct'] as const)
+            : (['websockify', 'desktop-proxy', 'direct'] as const);
         for (const via of order) {
           const m = await throughput(endpoint, via, seconds);
           tp[via].push(m.rate);
           cpu[via].push(m.cpuMsPerMb);
+          viewerCpu[via].push(m.viewerMsPerMb);
         }
       }
-      const ours = median(tp['desktop-proxy']);
-      const theirs = median(tp.websockify);
-      const ok = ours >= 1.5 * theirs;
-      pass &&= ok;
-      out(
-        `| ${endpoint.name} | throughput, MB/s | ${f(ours)} | ${f(theirs)} | ${f(ours / theirs, 2)}x | >= 1.5x: ${ok ? 'PASS' : 'FAIL'} |`,
-      );
-      const cpuOurs = median(cpu['desktop-proxy']);
-      const cpuTheirs = median(cpu.websockify);
-      out(
-        `| ${endpoint.name} | proxy CPU time per MB, ms | ${f(cpuOurs, 2)} | ${f(cpuTheirs, 2)} | ${f(cpuOurs / cpuTheirs, 2)}x | |`,
-      );
+      if (PARTS.has('throughput')) {
+        const ours = median(tp['desktop-proxy']);
+        const theirs = median(tp.websockify);
+        const ok = ours >= 1.5 * theirs;
+        pass &&= ok;
+        out(
+          `| ${endpoint.name} | throughput, MB/s | ${f(ours)} | ${f(theirs)} | ${f(ours / theirs, 2)}x | >= 1.5x: ${ok ? 'PASS' : 'FAIL'} |`,
+        );
+        out(
+          `| ${endpoint.name} | throughput direct (viewer on the VNC socket, no proxy), MB/s | ${f(median(tp.direct))} | | | |`,
+        );
+        const cpuOurs = median(cpu['desktop-proxy']);
+        const cpuTheirs = median(cpu.websockify);
+        out(
+          `| ${endpoint.name} | proxy CPU time per MB, ms | ${f(cpuOurs, 2)} | ${f(cpuTheirs, 2)} | ${f(cpuOurs / cpuTheirs, 2)}x | |`,
+        );
+        out(
+          `| ${endpoint.name} | viewer CPU time per MB, ms (direct: ${f(median(viewerCpu.direct), 2)}) | ${f(median(viewerCpu['desktop-proxy']), 2)} | ${f(median(viewerCpu.websockify), 2)} | | |`,
+        );
+      }
+      if (!PARTS.has('latency')) continue;
 
       const lat: Record<Via, { p50: number[]; p99: number[] }> = {
         direct: { p50: [], p99: [] },
@@ -381,11 +408,13 @@ async function main(): Promise<number> {
     }
 
     const xvnc = endpoints[1] as Endpoint;
-    const memOurs = await memoryPerConnection(xvnc, 'desktop-proxy');
-    const memTheirs = await memoryPerConnection(xvnc, 'websockify');
-    out(
-      `| TigerVNC Xvnc | memory per connection (PSS of proxy process tree, ${SESSIONS} sessions), kB | ${f(memOurs, 0)} | ${f(memTheirs, 0)} | ${f(memOurs / memTheirs, 2)}x | |`,
-    );
+    if (PARTS.has('memory')) {
+      const memOurs = await memoryPerConnection(xvnc, 'desktop-proxy');
+      const memTheirs = await memoryPerConnection(xvnc, 'websockify');
+      out(
+        `| TigerVNC Xvnc | memory per connection (PSS of proxy process tree, ${SESSIONS} sessions), kB | ${f(memOurs, 0)} | ${f(memTheirs, 0)} | ${f(memOurs / memTheirs, 2)}x | |`,
+      );
+    }
 
     const synthetic = endpoints[0] as Endpoint;
     const conc: Record<'desktop-proxy' | 'websockify', number[]> = {
@@ -393,7 +422,7 @@ async function main(): Promise<number> {
       websockify: [],
     };
     let starved = 0;
-    for (let r = 0; r < Math.min(runs, 3); r++) {
+    for (let r = 0; r < (PARTS.has('concurrency') ? Math.min(runs, 3) : 0); r++) {
       for (const via of ['desktop-proxy', 'websockify'] as const) {
         const c = await concurrent(synthetic, via, seconds);
         conc[via].push(c.rate);
@@ -401,10 +430,12 @@ async function main(): Promise<number> {
           starved += 1;
       }
     }
-    out(
-      `| synthetic RFB server | ${SESSIONS} concurrent sessions, aggregate MB/s | ${f(median(conc['desktop-proxy']))} | ${f(median(conc.websockify))} | ${f(median(conc['desktop-proxy']) / median(conc.websockify), 2)}x | every session served: ${starved === 0 ? 'PASS' : 'FAIL'} |`,
-    );
-    pass &&= starved === 0;
+    if (PARTS.has('concurrency')) {
+      out(
+        `| synthetic RFB server | ${SESSIONS} concurrent sessions, aggregate MB/s | ${f(median(conc['desktop-proxy']))} | ${f(median(conc.websockify))} | ${f(median(conc['desktop-proxy']) / median(conc.websockify), 2)}x | every session served: ${starved === 0 ? 'PASS' : 'FAIL'} |`,
+      );
+      pass &&= starved === 0;
+    }
     out('');
     out(`overall: ${pass ? 'PASS' : 'FAIL'}`);
     return pass ? 0 : 1;

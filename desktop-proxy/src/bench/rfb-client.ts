@@ -1,4 +1,5 @@
-import { connect } from 'node:net';
+import { createHash, randomBytes } from 'node:crypto';
+import { connect, type Socket } from 'node:net';
 import WebSocket from 'ws';
 
 /** A byte stream to a VNC server: directly over a socket or through a WebSocket proxy. */
@@ -41,6 +42,106 @@ export function wsTransport(url: string): Promise<Transport> {
         close: () => ws.terminate(),
       }),
     );
+  });
+}
+
+/**
+ * A lean WebSocket client for measurements: it hands each frame's payload on as slices of the
+ * socket's reads (the `ws` client joins the pieces of every message into one buffer first, a
+ * copy per byte that would be counted against whichever proxy is being measured). Binary
+ * frames only; a close frame or anything unexpected ends the connection.
+ */
+export function leanWsTransport(url: string): Promise<Transport> {
+  const { hostname, port, pathname } = new URL(url);
+  const key = randomBytes(16).toString('base64');
+  const accept = createHash('sha1')
+    .update(key + '258EAFA5-E914-47DA-95CA-C5AB0DC85B11')
+    .digest('base64');
+  return new Promise((resolve, reject) => {
+    const socket: Socket = connect({ host: hostname, port: Number(port) });
+    socket.setNoDelay(true);
+    socket.once('error', reject);
+    socket.once('connect', () =>
+      socket.write(
+        `GET ${pathname} HTTP/1.1\r\nHost: ${hostname}:${port}\r\nUpgrade: websocket\r\n` +
+          `Connection: Upgrade\r\nSec-WebSocket-Key: ${key}\r\nSec-WebSocket-Version: 13\r\n` +
+          'Sec-WebSocket-Protocol: binary\r\n\r\n',
+      ),
+    );
+    let handler: ((chunk: Buffer) => void) | undefined;
+    const early: Buffer[] = [];
+    const deliver = (b: Buffer) => (handler ? handler(b) : early.push(b));
+    let head: Buffer | undefined = Buffer.alloc(0);
+    // Frame parser state: bytes of the current header gathered, payload bytes still to come.
+    let header = Buffer.alloc(0);
+    let payloadLeft = 0;
+    let opcode = 0;
+    const onFrames = (chunk: Buffer) => {
+      let i = 0;
+      while (i < chunk.length) {
+        if (payloadLeft > 0) {
+          const n = Math.min(payloadLeft, chunk.length - i);
+          if (opcode === 2 || opcode === 0) deliver(chunk.subarray(i, i + n));
+          i += n;
+          payloadLeft -= n;
+          continue;
+        }
+        const len7 = header.length >= 2 ? (header[1] as number) & 0x7f : 0;
+        const need = header.length < 2 ? 2 : len7 === 126 ? 4 : len7 === 127 ? 10 : 2;
+        if (header.length < need) {
+          const n = Math.min(need - header.length, chunk.length - i);
+          header = Buffer.concat([header, chunk.subarray(i, i + n)]);
+          i += n;
+          if (header.length < need || need === 2) continue;
+        }
+        opcode = (header[0] as number) & 0x0f;
+        if ((header[1] as number) & 0x80) throw new Error('server frames must not be masked');
+        payloadLeft =
+          len7 === 126
+            ? header.readUInt16BE(2)
+            : len7 === 127
+              ? Number(header.readBigUInt64BE(2))
+              : len7;
+        header = Buffer.alloc(0);
+        if (opcode === 8) {
+          socket.destroy();
+          return;
+        }
+        if (opcode !== 2 && opcode !== 0) throw new Error(`unexpected WebSocket opcode ${opcode}`);
+      }
+    };
+    socket.on('data', (chunk: Buffer) => {
+      if (!head) return onFrames(chunk);
+      head = Buffer.concat([head, chunk]);
+      const end = head.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const response = head.subarray(0, end).toString('latin1');
+      const rest = head.subarray(end + 4);
+      head = undefined;
+      if (!/^HTTP\/1\.1 101 /.test(response) || !response.includes(accept)) {
+        socket.destroy();
+        return reject(new Error(`WebSocket upgrade refused: ${response.split('\r\n')[0]}`));
+      }
+      resolve({
+        write: (d) => {
+          const mask = randomBytes(4);
+          const frame = Buffer.alloc(6 + d.length);
+          frame[0] = 0x82;
+          frame[1] = 0x80 | d.length;
+          if (d.length > 125) throw new Error('client messages of the benchmark are small');
+          mask.copy(frame, 2);
+          for (let k = 0; k < d.length; k++)
+            frame[6 + k] = (d[k] as number) ^ (mask[k & 3] as number);
+          socket.write(frame);
+        },
+        onData: (h) => {
+          handler = h;
+          for (const b of early.splice(0)) h(b);
+        },
+        close: () => socket.destroy(),
+      });
+      if (rest.length > 0) onFrames(rest);
+    });
   });
 }
 

@@ -48,6 +48,8 @@ export class ByteReader {
   /** Forwards what was accepted from the current chunk and lets go of it. */
   finish(): void {
     this.flushTo(this.pos);
+    // Keep no reference to the chunk: its read buffer is reused once it has been written out.
+    if (!this.inAcc) this.h = EMPTY;
     this.chunk = EMPTY;
     this.end = 0;
     this.pos = 0;

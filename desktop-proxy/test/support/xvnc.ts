@@ -13,9 +13,10 @@ export interface XvncSession {
   dir: string;
   socketPath: string;
   env: NodeJS.ProcessEnv;
-  /** Runs an X client in the session; it is killed by stop(). */
+  /** Runs an X client in the session (stdin is a pipe); it is killed by stop(). */
   spawnClient(command: string, args: string[]): ChildProcess;
-  x(command: string, args: string[]): Promise<string>;
+  /** Runs an X command to completion, optionally feeding it `input`; resolves to its stdout. */
+  x(command: string, args: string[], input?: string): Promise<string>;
   stop(): Promise<void>;
 }
 
@@ -99,13 +100,17 @@ export async function startXvnc(
     socketPath,
     env,
     spawnClient(command, args) {
-      const child = spawn(command, args, { env, stdio: 'ignore' });
+      const child = spawn(command, args, { env, stdio: ['pipe', 'ignore', 'ignore'] });
       clients.push(child);
       return child;
     },
-    async x(command, args) {
-      const { stdout } = await run(command, args, { env, timeout: 10_000 });
-      return stdout;
+    x(command, args, input) {
+      return new Promise((resolve, reject) => {
+        const child = execFile(command, args, { env, timeout: 10_000 }, (err, stdout) =>
+          err ? reject(err) : resolve(stdout),
+        );
+        if (input !== undefined) child.stdin?.end(input);
+      });
     },
     async stop() {
       for (const c of clients) c.kill('SIGKILL');
