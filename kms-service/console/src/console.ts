@@ -52,6 +52,8 @@ interface MyProject {
 }
 
 const TOKEN_KEY = 'tre-console-token';
+/** The KMS's root as the browser sees it: `/` direct, `/services/kms/` behind the hub's proxy. */
+const BASE = location.pathname.replace(/console\/[^/]*$/, '');
 const $ = (id: string): HTMLElement => document.getElementById(id)!;
 
 class ApiError extends Error {
@@ -67,7 +69,7 @@ class ApiError extends Error {
 
 async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
   const token = sessionStorage.getItem(TOKEN_KEY) ?? '';
-  const res = await fetch(path, {
+  const res = await fetch(BASE + path.replace(/^\//, ''), {
     method,
     headers: {
       Authorization: `token ${token}`,
