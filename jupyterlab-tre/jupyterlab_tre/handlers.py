@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import stat
+from urllib.parse import urlencode
 
 import tornado.web
 from jupyter_server.base.handlers import APIHandler
@@ -169,7 +170,15 @@ class KmsProxyHandler(TreHandler):
         body = self.request.body if method in ("POST", "PUT") else None
         if body is not None and len(body) > MAX_BODY:
             return self.fail(413, "too_large", "request body too large")
-        query = self.request.query
+        # JupyterLab appends a bare timestamp to GETs against caches; the KMS refuses unknown
+        # parameters, so only name=value pairs go through.
+        pairs = [
+            (k, v.decode())
+            for k, vs in self.request.query_arguments.items()
+            for v in vs
+            if not (k.isdigit() and v == b"")
+        ]
+        query = urlencode(pairs)
         url = self.tre.kms_url.rstrip("/") + "/" + path + (f"?{query}" if query else "")
         req = HTTPRequest(
             url,

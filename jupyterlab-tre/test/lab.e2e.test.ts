@@ -135,6 +135,7 @@ beforeAll(async () => {
     [
       'lab',
       '--no-browser',
+      '--allow-root',
       `--port=${port}`,
       '--ip=127.0.0.1',
       `--ServerApp.root_dir=${join(dir, 'data', P)}`,
@@ -183,11 +184,24 @@ async function labPage(): Promise<Page> {
     viewport: { width: 1400, height: 900 },
   });
   const page = await ctx.newPage();
+  const messages: string[] = [];
+  page.on('console', (m) => messages.push(`${m.type()}: ${m.text()}`));
   await page.goto(`${labUrl}/lab`);
-  await page.waitForSelector('#tre-projects[data-loaded="true"]', {
-    state: 'attached',
-    timeout: 120_000,
-  });
+  try {
+    await page.waitForSelector('#tre-projects[data-loaded="true"]', {
+      state: 'attached',
+      timeout: 120_000,
+    });
+  } catch (e) {
+    await page.screenshot({ path: join(SHOTS, 'lab-failed-to-load.png') });
+    const status = await page
+      .locator('#tre-projects .jp-tre-status')
+      .textContent()
+      .catch(() => '');
+    throw new Error(
+      `${String(e)}\npanel status: ${status}\nconsole:\n${messages.slice(-20).join('\n')}\nlab log:\n${labLog.slice(-2000)}`,
+    );
+  }
   return page;
 }
 

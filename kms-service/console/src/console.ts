@@ -81,13 +81,13 @@ async function api<T>(method: string, path: string, body?: unknown): Promise<T> 
   });
   const type = res.headers.get('content-type') ?? '';
   if (!res.ok) {
-    const e = type.includes('json')
+    const e = type.startsWith('application/json')
       ? ((await res.json()) as { error?: { code?: string; message?: string; reason?: string } })
           .error
       : undefined;
     throw new ApiError(res.status, e?.code ?? 'error', e?.message ?? res.statusText, e?.reason);
   }
-  return (type.includes('json') ? await res.json() : await res.text()) as T;
+  return (type.startsWith('application/json') ? await res.json() : await res.text()) as T;
 }
 
 function h<K extends keyof HTMLElementTagNameMap>(
