@@ -83,6 +83,7 @@ beforeAll(async () => {
   if (!existsSync(join(PKG, 'jupyterlab_tre', 'labextension', 'package.json'))) {
     throw new Error('the labextension is not built: npm run build (with the .venv present)');
   }
+  rmSync(SHOTS, { recursive: true, force: true });
   mkdirSync(SHOTS, { recursive: true });
   t = await startKms();
   dir = mkdtempSync(join(ARTIFACTS, 'run-'));
