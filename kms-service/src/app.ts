@@ -8,6 +8,7 @@ import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
 import { exportLines } from './audit.js';
+import { mountConsole } from './console.js';
 import { Egress } from './egress.js';
 import { egressRoutes } from './egress-routes.js';
 import { KmsError } from './errors.js';
@@ -148,6 +149,7 @@ export function createApp(opts: AppOptions): express.Express {
   app.get('/v1/audit/public-key', (_req, res) => {
     res.type('text/plain').send(kms.audit.signer.publicKeyPem());
   });
+  mountConsole(app);
 
   app.use('/v1', (req: Request, _res: Response, next: NextFunction) => {
     const token = tokenFromHeader(req.headers.authorization);

@@ -112,6 +112,56 @@ describe('magnitude tables in long form', () => {
   });
 });
 
+describe('regression results: residual degrees of freedom', () => {
+  // df_resid = observations - estimated parameters (intercept included), worked out by hand:
+  // 13 - 3 = 10 passes (the boundary), 12 - 3 = 9 fails, 40 - 5 = 35 passes, 3 - 3 = 0 fails.
+  test('a model with fewer than 10 residual df fails, 10 passes', () => {
+    const r = checkFile(
+      'models.csv',
+      'model,n_obs,n_params,df_resid,r2\nage+sex,13,3,10,0.41\nage+sex+ward,12,3,9,0.52\n' +
+        'full,40,5,35,0.61\nsaturated,3,3,0,1.0\n',
+    );
+    expect(r.shape).toBe('regression');
+    expect(cellsOf(r)).toEqual({
+      'age+sex/df_resid': 'pass',
+      'age+sex+ward/df_resid': 'fail residual-df',
+      'full/df_resid': 'pass',
+      'saturated/df_resid': 'fail residual-df',
+    });
+    expect(r.cells.map((c) => c.count)).toEqual([10, 9, 35, 0]);
+    expect(r.verdict).toBe('fail');
+    expect(r.summary).toEqual({ pass: 2, review: 0, fail: 2 });
+    expect(r.cells[1]!.hits[0]!.detail).toBe('residual degrees of freedom 9 < 10');
+  });
+
+  test('per-coefficient rows (statsmodels export) and R naming; an empty df is review', () => {
+    const r = checkFile(
+      'coef.tsv',
+      'term\testimate\tstd_err\tdf.residual\n(Intercept)\t1.2\t0.3\t27\nage\t0.04\t0.01\t27\nbmi\t0.5\t0.2\t\n',
+    );
+    expect(r.shape).toBe('regression');
+    expect(cellsOf(r)).toEqual({
+      '(Intercept)/df.residual': 'pass',
+      'age/df.residual': 'pass',
+      'bmi/df.residual': 'review missing',
+    });
+    expect(r.verdict).toBe('review');
+  });
+
+  test('a fractional or negative df is a parse failure naming line and field', () => {
+    const frac = checkFile('m.csv', 'model,df_resid\na,9.5\n');
+    expect(frac.verdict).toBe('fail');
+    expect(frac.hits[0]).toMatchObject({ rule: 'parse' });
+    expect(frac.hits[0]!.detail).toMatch(/^line 2, field 2: /);
+    expect(checkFile('m.csv', 'model,df_resid\na,-1\n').hits[0]!.rule).toBe('parse');
+  });
+
+  test('the threshold parameter drives the rule, as in ACRO', () => {
+    const r = checkFile('m.csv', 'model,df_resid\na,9\n', { parameters: { threshold: 5 } });
+    expect(r.verdict).toBe('pass');
+  });
+});
+
 describe('files that are not tables, and tables that are broken', () => {
   test('a non-table file needs a person', () => {
     const r = checkFile('figure.png', '\u0089PNG');

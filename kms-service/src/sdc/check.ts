@@ -2,7 +2,9 @@
  * Statistical disclosure control of output tables, with the rules and defaults ACRO ships:
  * a cell built from fewer than 10 records fails (threshold), zeros are disclosive, a magnitude
  * cell fails the p-ratio rule when (total - top1 - top2) / top1 < 0.10 and the nk-dominance rule
- * when its 2 largest contributions make up >= 90% of its total; negative values go to review.
+ * when its 2 largest contributions make up >= 90% of its total; negative values go to review;
+ * a regression whose residual degrees of freedom are below the threshold fails (as ACRO's
+ * `dof < THRESHOLD`: so few spare observations let coefficients and residuals reveal records).
  *
  * Pure: text in, a machine-readable record out. The client computes it inside the TRE (the KMS
  * never sees plaintext) and attaches it to the egress request; reviewers see it beside the file.
@@ -27,7 +29,15 @@ export const ACRO_DEFAULTS: Readonly<SdcParameters> = Object.freeze({
 
 export type Verdict = 'pass' | 'review' | 'fail';
 export type RuleName =
-  'threshold' | 'zero' | 'p-ratio' | 'nk-rule' | 'negative' | 'missing' | 'parse' | 'not-a-table';
+  | 'threshold'
+  | 'zero'
+  | 'p-ratio'
+  | 'nk-rule'
+  | 'residual-df'
+  | 'negative'
+  | 'missing'
+  | 'parse'
+  | 'not-a-table';
 
 export interface RuleHit {
   rule: RuleName;
@@ -48,7 +58,7 @@ export interface CellResult {
   hits: RuleHit[];
 }
 
-export type TableShape = 'frequency' | 'long';
+export type TableShape = 'frequency' | 'long' | 'regression';
 
 export interface FileCheck {
   v: 1;
@@ -198,10 +208,54 @@ function longCells(rows: string[][], p: SdcParameters): CellResult[] {
   return cells;
 }
 
-/** The shape a header implies: a last column named `value` means long form. */
+/** Header names of the residual degrees of freedom (statsmodels' `df_resid`, R's `df.residual`). */
+const RESIDUAL_DF = new Set(['df_resid', 'df.residual', 'residual_df', 'df_residual']);
+
+/**
+ * The shape a header implies: a residual-degrees-of-freedom column means regression results,
+ * a last column named `value` long form, anything else a frequency table.
+ */
 export function shapeOf(header: readonly string[]): TableShape {
-  const last = header[header.length - 1]?.trim().toLowerCase();
+  const names = header.map((x) => x.trim().toLowerCase());
+  if (names.some((x) => RESIDUAL_DF.has(x))) return 'regression';
+  const last = names[names.length - 1];
   return header.length >= 2 && last === 'value' ? 'long' : 'frequency';
+}
+
+/**
+ * Regression results, one row per model (or per coefficient, each row carrying its model's
+ * residual df): the row fails when its residual degrees of freedom are below the threshold.
+ * Coefficients themselves are not checked, as in ACRO.
+ */
+function regressionCells(rows: string[][], p: SdcParameters): CellResult[] {
+  const header = rows[0]!;
+  const col = header.findIndex((x) => RESIDUAL_DF.has(x.trim().toLowerCase()));
+  const cells: CellResult[] = [];
+  for (let r = 1; r < rows.length; r++) {
+    const row = rows[r]!;
+    const df = num(row[col]!, r + 1, col + 1);
+    const hits: RuleHit[] = [];
+    if (df === null) {
+      hits.push({ rule: 'missing', verdict: 'review', detail: 'no residual degrees of freedom' });
+    } else if (!Number.isInteger(df) || df < 0) {
+      throw new TableParseError(
+        `residual degrees of freedom ${row[col]!.trim()} must be a whole number >= 0`,
+        r + 1,
+        col + 1,
+        'field',
+      );
+    } else if (df < p.threshold) {
+      hits.push({
+        rule: 'residual-df',
+        verdict: 'fail',
+        detail: `residual degrees of freedom ${df} < ${p.threshold}`,
+      });
+    }
+    const label = col === 0 ? `row ${r}` : row[0]!;
+    const labels = [label, header[col]!];
+    cells.push({ ref: labels.join('/'), labels, count: df, verdict: worst(hits), hits });
+  }
+  return cells;
 }
 
 const TABLE_FILE = /\.(csv|tsv|tab)$/i;
@@ -243,7 +297,12 @@ export function checkFile(path: string, text: string, opts: CheckOptions = {}): 
   try {
     const rows = parseDelimited(text, opts.delimiter ?? delimiterFor(path));
     const shape = shapeOf(rows[0]!);
-    const cells = shape === 'long' ? longCells(rows, parameters) : frequencyCells(rows, parameters);
+    const cells =
+      shape === 'long'
+        ? longCells(rows, parameters)
+        : shape === 'regression'
+          ? regressionCells(rows, parameters)
+          : frequencyCells(rows, parameters);
     return record(path, shape, parameters, cells, []);
   } catch (e) {
     if (!(e instanceof TableParseError)) throw e;
