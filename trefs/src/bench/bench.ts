@@ -10,7 +10,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { generateKeyPair } from '@tre/crypto';
+import { defaultContentEngine, generateKeyPair } from '@tre/crypto';
 import { FileKeyService } from '../file-key-service.js';
 import { MemoryKeyService } from '../memory-key-service.js';
 
@@ -147,11 +147,18 @@ async function bench(fs: Fs, tar: string) {
     readMBs: (SIZE_MIB * 1.048576) / median(read),
     untarS: median(untar),
     peakMiB: (await peakKiB(fs.pid)) / 1024,
+    runs: { write, read, untar },
   };
+}
+
+async function uptime(): Promise<string> {
+  return (await run('uptime')).stdout.trim();
 }
 
 async function main() {
   const base = await mkdtemp(join(DIR, 'trefs-bench-'));
+  console.log(`load at start: ${await uptime()}`);
+  console.log(`content engine: ${defaultContentEngine()}`);
   const mounted: Fs[] = [];
   try {
     const tar = await makeTarball(base);
@@ -170,6 +177,16 @@ async function main() {
         `read ${(t.readMBs / g.readMBs).toFixed(2)} (floor 0.6), ` +
         `untar ${(g.untarS / t.untarS).toFixed(2)} (floor 0.3)`,
     );
+    for (const [n, x] of [
+      [mounted[0]!.name, g],
+      ['trefs', t],
+    ] as const) {
+      const secs = (xs: number[]) => xs.map((v) => v.toFixed(2)).join(' ');
+      console.log(
+        `${n} runs (s): write ${secs(x.runs.write)}; read ${secs(x.runs.read)}; untar ${secs(x.runs.untar)}`,
+      );
+    }
+    console.log(`load at end: ${await uptime()}`);
   } finally {
     for (const m of mounted) await m.stop().catch(() => undefined);
     await rm(base, { recursive: true, force: true });
