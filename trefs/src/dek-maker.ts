@@ -44,6 +44,10 @@ export class DekMaker {
     });
   }
 
+  warmUp(): void {
+    this.start();
+  }
+
   async close(): Promise<void> {
     const w = this.worker;
     this.worker = undefined;

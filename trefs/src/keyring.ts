@@ -47,6 +47,7 @@ export class KeyRing {
   private readonly issued = new Set<Buffer>();
   private refill: Promise<void> | undefined;
   private readonly maker: DekMaker;
+  private refills = 0;
   private wiped = false;
 
   private constructor(
@@ -178,6 +179,11 @@ export class KeyRing {
     return key;
   }
 
+  /** Starts the key worker (thread and modules) ahead of the first create. */
+  warmUp(): void {
+    this.maker.warmUp();
+  }
+
   /** Zeroes all key material; every later request fails with EACCES. */
   wipe(): void {
     if (this.wiped) return;
@@ -237,7 +243,8 @@ export class KeyRing {
   }
 
   private async doRefill(): Promise<void> {
-    const n = Math.max(1, this.poolSize - this.pool.length);
+    // The first batch is small so the first create does not wait for a whole pool.
+    const n = this.refills++ === 0 ? 4 : Math.max(1, this.poolSize - this.pool.length);
     const made = await this.maker.make(n);
     const fresh: FileKey[] = [];
     const records: WrappedDekRecord[] = [];

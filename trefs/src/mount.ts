@@ -182,6 +182,7 @@ export async function mountTrefs(opts: MountOptions): Promise<Mounted> {
     throw new MountError(`cannot start the key agent: ${(err as Error).message}`);
   }
   audit.start();
+  if (!readOnly) keys.warmUp();
 
   let onRevoke: (reason: string) => void = () => undefined;
   const revoked = new Promise<string>((res) => {
