@@ -11,7 +11,8 @@
  *
  * Linux x86-64 only; elsewhere, or when /proc is not readable, events carry no pid.
  */
-import { open, readFile, readdir, readlink } from 'node:fs/promises';
+import { closeSync, openSync, readFileSync, readSync, readlinkSync } from 'node:fs';
+import { readdir } from 'node:fs/promises';
 import { posix } from 'node:path';
 
 /** x86-64 syscall numbers of path-taking calls trefs audits, with their path argument indices. */
@@ -36,26 +37,32 @@ export interface CallerInfo {
   exe?: string;
 }
 
-async function readPathArg(tid: number, addr: bigint): Promise<string | undefined> {
-  let fh;
+/*
+ * The /proc reads below are synchronous on purpose: each is a few microseconds of kernel work
+ * on generated files, while a round trip through libuv's thread pool costs tens to hundreds of
+ * microseconds on a busy machine and sat on the path of every audited operation.
+ */
+const pathBuf = Buffer.alloc(PATH_READ);
+
+function readPathArg(tid: number, addr: bigint): string | undefined {
+  let fd: number | undefined;
   try {
-    fh = await open(`/proc/${tid}/mem`, 'r');
-    const buf = Buffer.alloc(PATH_READ);
-    const { bytesRead } = await fh.read(buf, 0, PATH_READ, Number(addr));
-    const end = buf.indexOf(0);
-    return buf.toString('utf8', 0, end < 0 ? bytesRead : end);
+    fd = openSync(`/proc/${tid}/mem`, 'r');
+    const bytesRead = readSync(fd, pathBuf, 0, PATH_READ, addr);
+    const end = pathBuf.subarray(0, bytesRead).indexOf(0);
+    return pathBuf.toString('utf8', 0, end < 0 ? bytesRead : end);
   } catch {
     return undefined;
   } finally {
-    await fh?.close();
+    if (fd !== undefined) closeSync(fd);
   }
 }
 
 /** 'match', 'candidate' (right call, path unreadable) or 'no'. */
-async function check(tid: number, base: string): Promise<'match' | 'candidate' | 'no'> {
+function check(tid: number, base: string): 'match' | 'candidate' | 'no' {
   let text: string;
   try {
-    text = await readFile(`/proc/${tid}/syscall`, 'latin1');
+    text = readFileSync(`/proc/${tid}/syscall`, 'latin1');
   } catch {
     return 'no';
   }
@@ -66,7 +73,7 @@ async function check(tid: number, base: string): Promise<'match' | 'candidate' |
   for (const i of indices) {
     const arg = parts[i + 1];
     if (arg === undefined) continue;
-    const path = await readPathArg(tid, BigInt(arg));
+    const path = readPathArg(tid, BigInt(arg));
     if (path === undefined) unreadable = true;
     else if (posix.basename(path) === base) return 'match';
   }
@@ -84,7 +91,7 @@ export class CallerResolver {
     if (!this.supported) return undefined;
     const base = posix.basename(plainPath);
     for (const tid of this.recent) {
-      if ((await check(tid, base)) === 'match') return this.info(tid);
+      if (check(tid, base) === 'match') return this.info(tid);
     }
     const candidates: number[] = [];
     const deadline = Date.now() + this.budgetMs;
@@ -126,7 +133,7 @@ export class CallerResolver {
     }
     let candidate: number | undefined;
     for (const t of tasks) {
-      const res = await check(Number(t), base);
+      const res = check(Number(t), base);
       if (res === 'match') return { kind: 'match', tid: Number(t) };
       if (res === 'candidate') candidate = Number(t);
     }
@@ -140,17 +147,17 @@ export class CallerResolver {
     if (this.recent.length > RECENT) this.recent.pop();
   }
 
-  private async info(tid: number): Promise<CallerInfo> {
+  private info(tid: number): CallerInfo {
     let pid = tid;
     try {
-      const status = await readFile(`/proc/${tid}/status`, 'latin1');
+      const status = readFileSync(`/proc/${tid}/status`, 'latin1');
       const m = /^Tgid:\s+(\d+)/m.exec(status);
       if (m) pid = Number(m[1]);
     } catch {
       return { pid };
     }
     try {
-      return { pid, exe: await readlink(`/proc/${pid}/exe`) };
+      return { pid, exe: readlinkSync(`/proc/${pid}/exe`) };
     } catch {
       return { pid };
     }

@@ -8,18 +8,15 @@
  * request for a key fails with EACCES. (Node's KeyObjects and cipher contexts live in OpenSSL
  * memory that JavaScript cannot overwrite; they become unreachable and are freed by the GC.)
  */
-import { randomBytes } from 'node:crypto';
 import {
   AuthenticationError,
   ContentCipher,
-  FILE_ID_LEN,
   KEY_LEN,
   publicKeyFromPrivate,
   unwrapKey,
-  wrapKey,
   type KeyPair,
-  type PublicKey,
 } from '@tre/crypto';
+import { DekMaker } from './dek-maker.js';
 import { WrongKeyError, fsError } from './errors.js';
 import {
   dekContext,
@@ -49,7 +46,8 @@ export class KeyRing {
   /** Every DEK buffer handed out, so wipe() can zero them synchronously. */
   private readonly issued = new Set<Buffer>();
   private refill: Promise<void> | undefined;
-  private readonly recipient: PublicKey;
+  private readonly maker: DekMaker;
+  private refills = 0;
   private wiped = false;
 
   private constructor(
@@ -62,7 +60,7 @@ export class KeyRing {
     private readonly poolSize: number,
   ) {
     const { kem, kid, publicKey } = projectKeys.get(currentEpoch)!;
-    this.recipient = { kem, kid, publicKey };
+    this.maker = new DekMaker(projectId, { kem, kid, publicKey });
   }
 
   /**
@@ -137,7 +135,7 @@ export class KeyRing {
       pairs,
       current,
       Buffer.from(volume),
-      options.poolSize ?? 32,
+      options.poolSize ?? 64,
     );
     Buffer.from(volume.buffer, volume.byteOffset, volume.byteLength).fill(0);
     for await (const rec of service.listWrappedDeks()) ring.wrapped.set(rec.fileId, rec);
@@ -181,6 +179,11 @@ export class KeyRing {
     return key;
   }
 
+  /** Starts the key worker (thread and modules) ahead of the first create. */
+  warmUp(): void {
+    this.maker.warmUp();
+  }
+
   /** Zeroes all key material; every later request fails with EACCES. */
   wipe(): void {
     if (this.wiped) return;
@@ -198,6 +201,7 @@ export class KeyRing {
     for (const pair of this.projectKeys.values()) pair.privateKey.fill(0);
     this.projectKeys.clear();
     this.kek.privateKey.fill(0);
+    void this.maker.close();
   }
 
   private assertLive(): void {
@@ -239,20 +243,21 @@ export class KeyRing {
   }
 
   private async doRefill(): Promise<void> {
+    // The first batch is small so the first create does not wait for a whole pool.
+    const n = this.refills++ === 0 ? 4 : Math.max(1, this.poolSize - this.pool.length);
+    const made = await this.maker.make(n);
     const fresh: FileKey[] = [];
     const records: WrappedDekRecord[] = [];
-    const n = Math.max(1, this.poolSize - this.pool.length);
-    for (let i = 0; i < n; i++) {
-      const fileId = randomBytes(FILE_ID_LEN);
-      const dek = randomBytes(KEY_LEN);
-      const hex = fileIdHex(fileId);
-      records.push({
-        fileId: hex,
-        epoch: this.currentEpoch,
-        wrappedDek: await wrapKey(dek, this.recipient, dekContext(this.projectId, hex)),
-      });
-      fresh.push({ fileId, dek, cipher: new ContentCipher(dek) });
+    for (const m of made) {
+      const fileId = Buffer.from(m.fileId.buffer, m.fileId.byteOffset, m.fileId.byteLength);
+      const dek = Buffer.from(m.dek.buffer, m.dek.byteOffset, m.dek.byteLength);
       this.issued.add(dek);
+      records.push({ fileId: fileIdHex(fileId), epoch: this.currentEpoch, wrappedDek: m.wrapped });
+      fresh.push({ fileId, dek, cipher: new ContentCipher(dek) });
+    }
+    if (this.wiped) {
+      for (const k of fresh) k.dek.fill(0);
+      return;
     }
     await this.service.registerFiles(records);
     if (this.wiped) {

@@ -3,11 +3,12 @@
  * hub API token arrives with the KEK on the key descriptor, never in argv or the environment.
  *
  * Membership is read from the project view (the member's window and the project state); a 401,
- * 403 or 404 there means the membership is gone. The KMS has no endpoint yet for appending
- * filesystem audit events, so batches are written to the daemon's log, which the job agent
- * ships; see README "Audit".
+ * 403 or 404 there means the membership is gone. Audit batches go to the KMS's fs-events
+ * endpoint, one audit entry per event, under the cipher path (the KMS never sees a name).
+ * The client comes from the package's `client` subpath, which loads neither the server's
+ * express nor its SQLite binding into the daemon.
  */
-import { KmsClient, KmsClientError } from '@tre/kms-service';
+import { KmsClient, KmsClientError, type FsEventInput } from '@tre/kms-service/client';
 import type { Logger } from 'pino';
 import { decodePublicKey } from '@tre/crypto';
 import { KmsUnreachableError, NotMemberError, WrongKeyError } from './errors.js';
@@ -34,6 +35,18 @@ function translate(err: unknown, what: string): Error {
   return new KmsUnreachableError(`${what}: ${(err as Error).message}`);
 }
 
+/** The KMS's event shape: pid 0 and an empty exe when the caller could not be determined. */
+function toFsEvent(e: AuditEvent): FsEventInput {
+  return {
+    op: e.action,
+    path: e.cipherPath,
+    ...(e.cipherTarget !== undefined ? { to: e.cipherTarget } : {}),
+    pid: e.pid ?? 0,
+    exe: e.exe ?? '',
+    time: e.at,
+  };
+}
+
 export class KmsKeyService implements KeyService {
   private readonly client: KmsClient;
   private username: string | undefined;
@@ -43,6 +56,8 @@ export class KmsKeyService implements KeyService {
     token: string,
     private readonly projectId: string,
     private readonly log: Logger,
+    /** Names the session in the audit log (e.g. the Slurm job id). */
+    private readonly session?: string,
   ) {
     this.client = new KmsClient({ baseUrl, token });
   }
@@ -141,7 +156,18 @@ export class KmsKeyService implements KeyService {
     }
   }
 
+  /** The KMS takes at most this many events per call. */
+  static readonly AUDIT_BATCH = 1000;
+
   async auditBatch(events: AuditEvent[]): Promise<void> {
-    for (const e of events) this.log.info({ audit: e, project: this.projectId }, 'file access');
+    for (let i = 0; i < events.length; i += KmsKeyService.AUDIT_BATCH) {
+      const batch = events.slice(i, i + KmsKeyService.AUDIT_BATCH).map(toFsEvent);
+      try {
+        await this.client.appendFsEvents(this.projectId, batch, this.session);
+      } catch (err) {
+        throw translate(err, 'audit batch');
+      }
+    }
+    this.log.debug({ events: events.length }, 'audit batch sent');
   }
 }

@@ -70,7 +70,8 @@ function serviceError(err: unknown, what: string): Error {
   return new KmsUnreachableError(`${what}: ${(err as Error).message}`);
 }
 
-async function prepareCipherDir(dir: string, readOnly: boolean): Promise<void> {
+/** Checks the cipher directory; true when it is empty and becomes a new volume. */
+async function checkCipherDir(dir: string, readOnly: boolean): Promise<boolean> {
   let st;
   try {
     st = await lstat(dir);
@@ -80,7 +81,7 @@ async function prepareCipherDir(dir: string, readOnly: boolean): Promise<void> {
   if (!st.isDirectory()) throw new CipherDirError(`${dir} is not a directory`);
   try {
     await lstat(join(dir, DIRIV_NAME));
-    return;
+    return false;
   } catch {
     // No root diriv: only an empty directory may become a new volume.
   }
@@ -91,7 +92,7 @@ async function prepareCipherDir(dir: string, readOnly: boolean): Promise<void> {
     );
   }
   if (readOnly) throw new CipherDirError(`${dir} is empty and the mount is read-only`);
-  await writeFile(join(dir, DIRIV_NAME), randomBytes(DIRIV_LEN), { mode: DIRIV_MODE, flag: 'wx' });
+  return true;
 }
 
 /** gocryptfs stores no key check value; the first decryptable root entry is the check. */
@@ -119,7 +120,7 @@ export async function mountTrefs(opts: MountOptions): Promise<Mounted> {
   const cipherDir = resolve(opts.cipherDir);
   const readOnly = opts.readOnly ?? false;
   const log = opts.log;
-  await prepareCipherDir(cipherDir, readOnly);
+  const newVolume = await checkCipherDir(cipherDir, readOnly);
   let status;
   try {
     status = await opts.service.membershipStatus();
@@ -141,6 +142,13 @@ export async function mountTrefs(opts: MountOptions): Promise<Mounted> {
   }
   const nameMap = new NameMap(cipherDir, new NameTransform(keys.volumeKey()));
   try {
+    // Only a member whose KEK opened the project key starts a new volume.
+    if (newVolume) {
+      await writeFile(join(cipherDir, DIRIV_NAME), randomBytes(DIRIV_LEN), {
+        mode: DIRIV_MODE,
+        flag: 'wx',
+      });
+    }
     const iv = (await nameMap.dirInfo('/')).iv;
     await checkVolumeKey(cipherDir, new NameTransform(keys.volumeKey()), iv);
   } catch (err) {
@@ -174,6 +182,7 @@ export async function mountTrefs(opts: MountOptions): Promise<Mounted> {
     throw new MountError(`cannot start the key agent: ${(err as Error).message}`);
   }
   audit.start();
+  if (!readOnly) keys.warmUp();
 
   let onRevoke: (reason: string) => void = () => undefined;
   const revoked = new Promise<string>((res) => {

@@ -1,7 +1,8 @@
 /**
  * `npm run bench`: trefs against gocryptfs 2.3 on tmpfs in the same run. Sequential write and
  * read of one large file (dd, 1 MiB requests) and untar of a tree of small files, each timed
- * `--runs` times (median reported), plus each daemon's peak resident memory (VmHWM).
+ * `--runs` times, alternating between the two (medians reported), plus each daemon's peak
+ * resident memory (VmHWM).
  *
  *   node dist/bench/bench.js [--size-mib 1024] [--files 10000] [--runs 3] [--dir /dev/shm]
  */
@@ -10,7 +11,7 @@ import { randomBytes } from 'node:crypto';
 import { mkdir, mkdtemp, readFile, rm, writeFile } from 'node:fs/promises';
 import { join, resolve } from 'node:path';
 import { promisify } from 'node:util';
-import { generateKeyPair } from '@tre/crypto';
+import { defaultContentEngine, generateKeyPair } from '@tre/crypto';
 import { FileKeyService } from '../file-key-service.js';
 import { MemoryKeyService } from '../memory-key-service.js';
 
@@ -126,38 +127,57 @@ async function makeTarball(base: string): Promise<string> {
   return tar;
 }
 
-async function bench(fs: Fs, tar: string) {
+interface Runs {
+  write: number[];
+  read: number[];
+  untar: number[];
+}
+
+/** One run of each test on one filesystem. */
+async function benchRun(fs: Fs, tar: string, r: number, runs: Runs): Promise<void> {
   const big = join(fs.mnt, 'big');
-  const write: number[] = [];
-  const read: number[] = [];
-  const untar: number[] = [];
-  for (let r = 0; r < RUNS; r++) {
-    write.push(
-      await time(`dd if=/dev/zero of=${big} bs=1M count=${SIZE_MIB} conv=fsync status=none`),
-    );
-    read.push(await time(`dd if=${big} of=/dev/null bs=1M status=none`));
-    await rm(big);
-    const dst = join(fs.mnt, `untar${r}`);
-    await mkdir(dst);
-    untar.push(await time(`tar xf ${tar} -C ${dst}`));
-    await rm(dst, { recursive: true });
-  }
+  runs.write.push(
+    await time(`dd if=/dev/zero of=${big} bs=1M count=${SIZE_MIB} conv=fsync status=none`),
+  );
+  runs.read.push(await time(`dd if=${big} of=/dev/null bs=1M status=none`));
+  await rm(big);
+  const dst = join(fs.mnt, `untar${r}`);
+  await mkdir(dst);
+  runs.untar.push(await time(`tar xf ${tar} -C ${dst}`));
+  await rm(dst, { recursive: true });
+}
+
+async function summary(fs: Fs, runs: Runs) {
   return {
-    writeMBs: (SIZE_MIB * 1.048576) / median(write),
-    readMBs: (SIZE_MIB * 1.048576) / median(read),
-    untarS: median(untar),
+    writeMBs: (SIZE_MIB * 1.048576) / median(runs.write),
+    readMBs: (SIZE_MIB * 1.048576) / median(runs.read),
+    untarS: median(runs.untar),
     peakMiB: (await peakKiB(fs.pid)) / 1024,
+    runs,
   };
+}
+
+async function uptime(): Promise<string> {
+  return (await run('uptime')).stdout.trim();
 }
 
 async function main() {
   const base = await mkdtemp(join(DIR, 'trefs-bench-'));
+  console.log(`load at start: ${await uptime()}`);
+  console.log(`content engine: ${defaultContentEngine()}`);
   const mounted: Fs[] = [];
   try {
     const tar = await makeTarball(base);
     mounted.push(await startGocryptfs(base));
     mounted.push(await startTrefs(base));
-    const [g, t] = [await bench(mounted[0]!, tar), await bench(mounted[1]!, tar)];
+    // Runs alternate between the two filesystems, so both see the same (shared, noisy) machine.
+    const gRuns: Runs = { write: [], read: [], untar: [] };
+    const tRuns: Runs = { write: [], read: [], untar: [] };
+    for (let r = 0; r < RUNS; r++) {
+      await benchRun(mounted[0]!, tar, r, gRuns);
+      await benchRun(mounted[1]!, tar, r, tRuns);
+    }
+    const [g, t] = [await summary(mounted[0]!, gRuns), await summary(mounted[1]!, tRuns)];
     const row = (n: string, x: typeof g) =>
       `| ${n} | ${x.writeMBs.toFixed(0)} | ${x.readMBs.toFixed(0)} | ${x.untarS.toFixed(1)} | ${x.peakMiB.toFixed(0)} |`;
     console.log(`size ${SIZE_MIB} MiB, ${FILES} files, ${RUNS} runs (medians), on ${DIR}\n`);
@@ -170,6 +190,16 @@ async function main() {
         `read ${(t.readMBs / g.readMBs).toFixed(2)} (floor 0.6), ` +
         `untar ${(g.untarS / t.untarS).toFixed(2)} (floor 0.3)`,
     );
+    for (const [n, x] of [
+      [mounted[0]!.name, g],
+      ['trefs', t],
+    ] as const) {
+      const secs = (xs: number[]) => xs.map((v) => v.toFixed(2)).join(' ');
+      console.log(
+        `${n} runs (s): write ${secs(x.runs.write)}; read ${secs(x.runs.read)}; untar ${secs(x.runs.untar)}`,
+      );
+    }
+    console.log(`load at end: ${await uptime()}`);
   } finally {
     for (const m of mounted) await m.stop().catch(() => undefined);
     await rm(base, { recursive: true, force: true });
