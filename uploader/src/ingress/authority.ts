@@ -21,6 +21,17 @@ export interface IngressAuthority {
    * shredded by the operator; the caller records which).
    */
   destroyFileKeys(token: string, project: string, fileIds: string[]): Promise<boolean>;
+  /**
+   * An egress request as the caller may see it (its requester, state and frozen manifest), or
+   * null if it does not exist for them.
+   */
+  egress(token: string, project: string, requestId: number): Promise<EgressManifest | null>;
+}
+
+export interface EgressManifest {
+  requester: string;
+  state: string;
+  files: Array<{ fileId: string; path: string; size: number; sha256: string }>;
 }
 
 export class AuthorityUnavailableError extends Error {
@@ -62,6 +73,25 @@ export class KmsAuthority implements IngressAuthority {
     // The KMS has no per-file key deletion yet; see the uploader README ("KMS endpoints").
     return false;
   }
+
+  async egress(token: string, project: string, requestId: number): Promise<EgressManifest | null> {
+    try {
+      const v = await this.client(token).egress(project, requestId);
+      return {
+        requester: v.requester,
+        state: v.state,
+        files: v.files.map((f) => ({
+          fileId: f.fileId.toLowerCase(),
+          path: f.path,
+          size: f.size,
+          sha256: f.sha256.toLowerCase(),
+        })),
+      };
+    } catch (e) {
+      if (e instanceof KmsClientError && (e.status === 403 || e.status === 404)) return null;
+      throw new AuthorityUnavailableError(`KMS unavailable: ${(e as Error).message}`);
+    }
+  }
 }
 
 interface StaticUser {
@@ -100,5 +130,9 @@ export class StaticAuthority implements IngressAuthority {
 
   async destroyFileKeys(): Promise<boolean> {
     return false;
+  }
+
+  async egress(): Promise<EgressManifest | null> {
+    throw new AuthorityUnavailableError('egress downloads need the KMS (serve with --kms)');
   }
 }
