@@ -143,7 +143,8 @@ export class IngressClient {
   async egressDiriv(project: string, requestId: number, dir: string): Promise<Buffer> {
     const r = await this.call<{ diriv: string }>(
       'GET',
-      `/v1/projects/${encodeURIComponent(project)}/egress/${requestId}/diriv?dir=${encodeURIComponent(dir)}`,
+      `/v1/projects/${encodeURIComponent(project)}/egress/${requestId}/diriv` +
+        (dir === '' ? '' : `?dir=${encodeURIComponent(dir)}`),
     );
     const iv = Buffer.from(r.diriv, 'base64url');
     if (iv.length !== 16) throw new TreError(EXIT.failure, 'the ingress sent a malformed diriv');
