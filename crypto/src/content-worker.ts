@@ -32,8 +32,20 @@ export interface ContentFileTask extends TaskBase {
 /** Output bytes (transferred, not copied), bytes written for a file task, or a typed error. */
 export type ContentTaskResult = Uint8Array | number | { code: CryptoErrorCode; message: string };
 
+/**
+ * Per-thread input and output buffers, reused across file tasks: a fresh 1 MiB buffer per task
+ * means fresh pages, and page faults serialise the threads on the process's memory map lock.
+ */
+let inBuf: Buffer = Buffer.alloc(0);
+let outBuf: Buffer = Buffer.alloc(0);
+
+function scratch(buf: Buffer, length: number): Buffer {
+  return buf.length >= length ? buf : Buffer.allocUnsafeSlow(length);
+}
+
 function readExact(fd: number, length: number, position: number): Buffer {
-  const buf = Buffer.allocUnsafeSlow(length);
+  inBuf = scratch(inBuf, length);
+  const buf = inBuf.subarray(0, length);
   let got = 0;
   while (got < length) {
     const n = readSync(fd, buf, got, length - got, position + got);
@@ -53,16 +65,21 @@ function runFile(cipher: ContentCipher, task: ContentFileTask): number {
   const inPos = encrypt ? task.firstBlockNo * PLAIN_BLOCK : blockCipherOffset(task.firstBlockNo);
   const outPos = encrypt ? blockCipherOffset(task.firstBlockNo) : task.firstBlockNo * PLAIN_BLOCK;
   const input = readExact(task.srcFd, task.length, inPos);
+  const outLen = encrypt
+    ? ContentCipher.blocksCipherLength(input.length)
+    : ContentCipher.blocksPlainLength(input.length);
+  outBuf = scratch(outBuf, outLen);
   const output = encrypt
-    ? cipher.encryptBlocks(input, task.firstBlockNo, task.fileId)
-    : cipher.decryptBlocks(input, task.firstBlockNo, task.fileId);
+    ? cipher.encryptBlocks(input, task.firstBlockNo, task.fileId, outBuf)
+    : cipher.decryptBlocks(input, task.firstBlockNo, task.fileId, outBuf);
   writeAll(task.dstFd, output, outPos);
   return output.length;
 }
 
 export default function run(task: ContentTask | ContentFileTask): ContentTaskResult {
+  let cipher: ContentCipher | undefined;
   try {
-    const cipher = new ContentCipher(task.key);
+    cipher = new ContentCipher(task.key);
     if (!('data' in task)) return runFile(cipher, task);
     const len =
       task.op === 'encrypt'
@@ -76,5 +93,7 @@ export default function run(task: ContentTask | ContentFileTask): ContentTaskRes
   } catch (err) {
     if (err instanceof CryptoError) return { code: err.code, message: err.message };
     throw err;
+  } finally {
+    cipher?.destroy();
   }
 }

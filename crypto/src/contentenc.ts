@@ -13,7 +13,14 @@
 import { createCipheriv, createDecipheriv, createSecretKey, randomFillSync } from 'node:crypto';
 import type { KeyObject } from 'node:crypto';
 import { deriveSubkey } from './cryptocore.js';
-import { AuthenticationError, FormatError, InvalidArgumentError } from './errors.js';
+import {
+  AuthenticationError,
+  FormatError,
+  InvalidArgumentError,
+  UnsupportedError,
+} from './errors.js';
+import { defaultContentEngine, nativeContentGcm, nativeContentStatus } from './native.js';
+import type { ContentEngine, NativeContentGcm, NativeKey } from './native.js';
 
 export const HEADER_VERSION = 2;
 export const FILE_ID_LEN = 16;
@@ -119,25 +126,74 @@ export function isHole(cipherBlock: Uint8Array): boolean {
   );
 }
 
+function zeroNonceError(blockNo: number): AuthenticationError {
+  return new AuthenticationError(`block ${blockNo} has an all-zero nonce: corrupted file`);
+}
+
+function tagError(blockNo: number): AuthenticationError {
+  return new AuthenticationError(
+    `block ${blockNo} failed authentication: corrupted or tampered file, or wrong key`,
+  );
+}
+
 function asBuffer(data: Uint8Array): Buffer {
   return Buffer.isBuffer(data) ? data : Buffer.from(data.buffer, data.byteOffset, data.byteLength);
+}
+
+export interface ContentCipherOptions {
+  /** Which engine seals and opens blocks; defaultContentEngine() when not given. */
+  engine?: ContentEngine;
 }
 
 /**
  * Block encryption under one file key (a gocryptfs master key, or a per-file DEK in its
  * place). The AES-GCM subkey is derived with HKDF exactly as gocryptfs derives it.
  *
- * Node's cipher objects cannot be re-keyed with a new IV, so each block costs one
- * createCipheriv; the batch methods amortise everything else (one random fill for all nonces,
- * one AAD buffer, one output allocation).
+ * The native engine seals a whole run of blocks in one call with one OpenSSL context per key.
+ * The pure-JS engine must pay one createCipheriv per block (Node's cipher objects cannot take a
+ * new IV) and amortises everything else: one random fill for all nonces, one AAD buffer, one
+ * output allocation. Both write the same bytes for the same nonces.
  */
 export class ContentCipher {
-  private readonly key: KeyObject;
+  readonly engine: ContentEngine;
+  private key: KeyObject | undefined;
+  private native: { addon: NativeContentGcm; key: NativeKey } | undefined;
+  private destroyed = false;
   private readonly aad = Buffer.alloc(8 + FILE_ID_LEN);
   private nonceViews: Uint8Array[] = [];
 
-  constructor(key: Uint8Array) {
-    this.key = createSecretKey(deriveSubkey(key, 'content'));
+  constructor(key: Uint8Array, opts: ContentCipherOptions = {}) {
+    this.engine = opts.engine ?? defaultContentEngine();
+    if (this.engine !== 'native' && this.engine !== 'js') {
+      throw new InvalidArgumentError(`unknown content engine ${String(this.engine)}`);
+    }
+    if (this.engine === 'native' && nativeContentGcm === undefined) {
+      throw new UnsupportedError(
+        `native content engine unavailable: ${nativeContentStatus().reason}`,
+      );
+    }
+    const subkey = deriveSubkey(key, 'content');
+    try {
+      if (this.engine === 'native') {
+        const addon = nativeContentGcm as NativeContentGcm;
+        this.native = { addon, key: addon.createKey(subkey) };
+      } else {
+        this.key = createSecretKey(subkey);
+      }
+    } finally {
+      subkey.fill(0);
+    }
+  }
+
+  /**
+   * Frees the key now: the native engine wipes its OpenSSL contexts, the JS engine drops its
+   * KeyObject (whose memory Node wipes when it is collected). Later calls throw.
+   */
+  destroy(): void {
+    if (this.native !== undefined) this.native.addon.destroyKey(this.native.key);
+    this.native = undefined;
+    this.key = undefined;
+    this.destroyed = true;
   }
 
   /** `count` fresh random nonces from one RNG call, as views reused across calls. */
@@ -161,6 +217,7 @@ export class ContentCipher {
   }
 
   private checkArgs(firstBlockNo: number, fileId: Uint8Array): void {
+    if (this.destroyed) throw new InvalidArgumentError('this content cipher was destroyed');
     assertSize(firstBlockNo, 'block number');
     if (fileId.length !== FILE_ID_LEN) {
       throw new InvalidArgumentError(`file ID must be ${FILE_ID_LEN} bytes, got ${fileId.length}`);
@@ -185,7 +242,9 @@ export class ContentCipher {
 
   /**
    * Encrypts consecutive blocks starting at block `firstBlockNo`; only the last may be short.
-   * Writes into `out` at `outOffset` when given (it must have room), else allocates.
+   * Writes into `out` at `outOffset` when given (it must have room and must not overlap
+   * `plain`), else allocates. `nonces` (16 bytes per block) replaces the random ones, for
+   * known-answer tests only: a nonce must never be used twice under one key.
    */
   encryptBlocks(
     plain: Uint8Array,
@@ -193,16 +252,33 @@ export class ContentCipher {
     fileId: Uint8Array,
     out?: Buffer,
     outOffset = 0,
+    nonces?: Uint8Array,
   ): Buffer {
     this.checkArgs(firstBlockNo, fileId);
-    const src = asBuffer(plain);
-    const count = Math.ceil(src.length / PLAIN_BLOCK);
-    const outLen = src.length + count * BLOCK_OVERHEAD;
+    assertSize(outOffset, 'output offset');
+    const count = Math.ceil(plain.length / PLAIN_BLOCK);
+    const outLen = plain.length + count * BLOCK_OVERHEAD;
+    if (nonces !== undefined && nonces.length !== count * NONCE_LEN) {
+      throw new InvalidArgumentError(
+        `nonces must be ${count * NONCE_LEN} bytes, got ${nonces.length}`,
+      );
+    }
     const dst = out ?? Buffer.allocUnsafe(outLen);
     if (dst.length - outOffset < outLen) {
       throw new InvalidArgumentError(`output buffer too small: need ${outLen} bytes`);
     }
-    const nonces = this.takeNonces(count);
+    if (this.native !== undefined) {
+      const { addon, key } = this.native;
+      addon.seal(key, fileId, firstBlockNo, plain, dst, outOffset, nonces ?? null);
+      return out === undefined ? dst : dst.subarray(outOffset, outOffset + outLen);
+    }
+    const src = asBuffer(plain);
+    const nonceViews =
+      nonces === undefined
+        ? this.takeNonces(count)
+        : Array.from({ length: count }, (_, i) =>
+            nonces.subarray(i * NONCE_LEN, (i + 1) * NONCE_LEN),
+          );
     this.aad.set(fileId, 8);
     // Plain Uint8Array views: Buffer#subarray costs a subclass construction per call, which is
     // measurable at two per 4 KiB block.
@@ -210,9 +286,9 @@ export class ContentCipher {
     let o = outOffset;
     for (let i = 0; i < count; i++) {
       this.setAad(firstBlockNo + i);
-      const nonce = nonces[i] as Uint8Array;
+      const nonce = nonceViews[i] as Uint8Array;
       const len = Math.min(PLAIN_BLOCK, src.length - i * PLAIN_BLOCK);
-      const cipher = createCipheriv('aes-256-gcm', this.key, nonce);
+      const cipher = createCipheriv('aes-256-gcm', this.key as KeyObject, nonce);
       cipher.setAAD(this.aad);
       const ct = cipher.update(new Uint8Array(src.buffer, base + i * PLAIN_BLOCK, len));
       cipher.final();
@@ -227,7 +303,8 @@ export class ContentCipher {
   /**
    * Decrypts consecutive ciphertext blocks starting at block `firstBlockNo`; only the last
    * may be short. A full all-zero block is a hole and yields zeros. Throws AuthenticationError
-   * on any failed tag (the plaintext of a failed block is never returned).
+   * on any failed tag; the whole output range in `out` is zeroed first, so no plaintext of a
+   * failed run is left behind.
    */
   decryptBlocks(
     cipherText: Uint8Array,
@@ -237,11 +314,22 @@ export class ContentCipher {
     outOffset = 0,
   ): Buffer {
     this.checkArgs(firstBlockNo, fileId);
+    assertSize(outOffset, 'output offset');
     const src = asBuffer(cipherText);
     const outLen = ContentCipher.blocksPlainLength(src.length);
     const dst = out ?? Buffer.allocUnsafe(outLen);
     if (dst.length - outOffset < outLen) {
       throw new InvalidArgumentError(`output buffer too small: need ${outLen} bytes`);
+    }
+    if (this.native !== undefined) {
+      const { addon, key } = this.native;
+      const status = addon.open(key, fileId, firstBlockNo, src, dst, outOffset);
+      if (status < 0) {
+        const fail = -status - 1;
+        const blockNo = firstBlockNo + Math.floor(fail / 2);
+        throw fail % 2 === 1 ? zeroNonceError(blockNo) : tagError(blockNo);
+      }
+      return out === undefined ? dst : dst.subarray(outOffset, outOffset + outLen);
     }
     this.aad.set(fileId, 8);
     let o = outOffset;
@@ -253,14 +341,15 @@ export class ContentCipher {
       const nonce = new Uint8Array(buf, base + s, NONCE_LEN);
       if (ZERO_NONCE.equals(nonce)) {
         if (!isHole(new Uint8Array(buf, base + s, blockLen))) {
-          throw new AuthenticationError(`block ${blockNo} has an all-zero nonce: corrupted file`);
+          dst.fill(0, outOffset, outOffset + outLen);
+          throw zeroNonceError(blockNo);
         }
         dst.fill(0, o, o + PLAIN_BLOCK);
         o += PLAIN_BLOCK;
         continue;
       }
       this.setAad(blockNo);
-      const decipher = createDecipheriv('aes-256-gcm', this.key, nonce);
+      const decipher = createDecipheriv('aes-256-gcm', this.key as KeyObject, nonce);
       decipher.setAAD(this.aad);
       decipher.setAuthTag(new Uint8Array(buf, base + s + NONCE_LEN + plainLen, TAG_LEN));
       const pt = decipher.update(new Uint8Array(buf, base + s + NONCE_LEN, plainLen));
@@ -268,9 +357,8 @@ export class ContentCipher {
         decipher.final();
       } catch {
         pt.fill(0);
-        throw new AuthenticationError(
-          `block ${blockNo} failed authentication: corrupted or tampered file, or wrong key`,
-        );
+        dst.fill(0, outOffset, outOffset + outLen);
+        throw tagError(blockNo);
       }
       dst.set(pt, o);
       o += plainLen;

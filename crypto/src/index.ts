@@ -5,6 +5,8 @@ export * from './envelope.js';
 export * from './keyfile.js';
 export * from './shamir.js';
 export * from './contentenc.js';
+export { defaultContentEngine, nativeContentStatus } from './native.js';
+export type { ContentEngine } from './native.js';
 export * from './content-stream.js';
 export * from './file-access.js';
 export * from './worker-pool.js';

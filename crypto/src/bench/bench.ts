@@ -22,6 +22,7 @@ import { Writable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import { parseArgs } from 'node:util';
 import { createDecryptStream, createEncryptStream } from '../content-stream.js';
+import { defaultContentEngine, nativeContentStatus } from '../native.js';
 import { ContentWorkerPool } from '../worker-pool.js';
 import { GocryptfsMount } from './gocryptfs.js';
 
@@ -191,6 +192,10 @@ async function main(): Promise<void> {
   console.log(
     `${execFileSync('openssl', ['version'], { encoding: 'utf8' }).trim()}; ${spawnSync('gocryptfs', ['-version'], { encoding: 'utf8' }).stdout.split(';')[0]}`,
   );
+  const status = nativeContentStatus();
+  console.log(
+    `content engine: ${defaultContentEngine()}${status.available ? '' : ` (${status.reason})`}`,
+  );
   console.log(`load average at start: ${load0.map((x) => x.toFixed(2)).join(' ')}`);
 
   const work = await mkdtemp(join(tmpdir(), 'tre-bench-'));
@@ -250,6 +255,15 @@ async function main(): Promise<void> {
       );
       record('ours encrypt, stream, 1 thread, per CPU second', enc.cpu);
       record('ours encrypt, stream, 1 thread, per wall second', enc.wall);
+      const saved = process.env.TRE_CRYPTO_NATIVE;
+      process.env.TRE_CRYPTO_NATIVE = '0';
+      const jsEncrypt = createEncryptStream(key);
+      if (saved === undefined) delete process.env.TRE_CRYPTO_NATIVE;
+      else process.env.TRE_CRYPTO_NATIVE = saved;
+      const encJs = await measure(() =>
+        pipeline(createReadStream(plain, { highWaterMark: IO_CHUNK }), jsEncrypt, discard()),
+      );
+      record('ours encrypt, stream, 1 thread, pure-JS engine, per CPU second', encJs.cpu);
       const dec = await measure(() =>
         pipeline(
           createReadStream(cipher, { highWaterMark: IO_CHUNK }),
