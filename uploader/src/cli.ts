@@ -48,7 +48,7 @@ async function hubToken(file: string | undefined): Promise<string> {
 
 /** Loaded on demand: the KMS client is the heaviest part of the CLI's startup. */
 async function kmsClient(url: string, token: string) {
-  const { KmsClient } = await import('@tre/kms-service');
+  const { KmsClient } = await import('@tre/kms-service/client');
   return new KmsClient({ baseUrl: url, token });
 }
 
@@ -418,6 +418,10 @@ export function buildProgram(): Command {
     .option('--port <n>', 'TCP port', intArg('--port'), 8090)
     .option('--host <addr>', 'listen address', '127.0.0.1')
     .option('--kms <url>', 'take identities and roles from this KMS')
+    .option(
+      '--service-token-file <path>',
+      "with --kms: file holding the service's own hub token (default: $JUPYTERHUB_API_TOKEN)",
+    )
     .option(
       '--users <file>',
       'take identities and roles from this file instead (isolated setups, tests)',

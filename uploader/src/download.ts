@@ -23,7 +23,7 @@ import {
   writeFileAtomic,
 } from '@tre/crypto';
 import type { KeyPair, WrapContext, WrappedKey } from '@tre/crypto';
-import type { KmsClient } from '@tre/kms-service';
+import type { KmsClient } from '@tre/kms-service/client';
 import { EXIT, TreError } from './errors.js';
 import { IngressHttpError } from './ingress-client.js';
 import type { IngressClient } from './ingress-client.js';

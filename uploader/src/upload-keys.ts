@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { decodePublicKey, unwrapKey, wrapKey } from '@tre/crypto';
 import type { KeyPair, PublicKey, WrapContext, WrappedKey } from '@tre/crypto';
-import type { FileRegistration, KmsClient } from '@tre/kms-service';
+import type { FileRegistration, KmsClient } from '@tre/kms-service/client';
 import { EXIT, TreError } from './errors.js';
 import { DekSealer } from './resume-state.js';
 
@@ -53,8 +53,11 @@ export function masterKeyMode(masterKey: Buffer): UploadKeys {
   };
 }
 
+/** Uploaded files' keys stay unreleasable until the ingress confirms the request. */
+const PENDING = { state: 'pending' } as const;
+
 /** The KMS client is loaded only in KMS mode: it is the heaviest part of the CLI's startup. */
-const kmsModule = () => import('@tre/kms-service');
+const kmsModule = () => import('@tre/kms-service/client');
 
 /** Maps a KMS client failure to the CLI exit code scripts rely on. */
 export function kmsFailure(e: unknown, what: string): TreError {
@@ -153,13 +156,13 @@ export async function kmsMode(opts: {
         });
       }
       try {
-        await kms.registerFiles(opts.project, regs);
+        await kms.registerFiles(opts.project, regs, PENDING);
       } catch (e) {
         // A file registered just before a crash is registered already: register the rest.
         if (e instanceof KmsClientError && e.code === 'duplicate_file' && regs.length > 1) {
           for (const r of regs) {
             try {
-              await kms.registerFiles(opts.project, [r]);
+              await kms.registerFiles(opts.project, [r], PENDING);
             } catch (e1) {
               if (!(e1 instanceof KmsClientError && e1.code === 'duplicate_file'))
                 throw kmsFailure(e1, 'file registration failed');

@@ -124,7 +124,11 @@ async function writeOutput(
 }
 
 beforeAll(async () => {
-  const users = new Map<string, { name: string; admin: boolean }>();
+  const users = new Map<string, { name: string; admin: boolean; service?: boolean }>();
+  // The ingress runs as a hub service with its own token, trusted by the KMS (hub.services).
+  tokens.ingress = `tok-ingress-${randomBytes(8).toString('hex')}`;
+  users.set(tokens.ingress, { name: 'ingress', admin: false, service: true });
+  await writeFile(join(dir, 'ingress.token'), tokens.ingress + '\n');
   for (const [name, admin] of [
     ['rex', false],
     ['pia', false],
@@ -142,6 +146,7 @@ beforeAll(async () => {
     database: join(dir, 'kms.sqlite'),
     auditKey: join(dir, 'audit.pem'),
   };
+  config.hub = { ...config.hub, services: ['ingress'] };
   kms = await KmsServer.start(config, {
     auth: { resolve: async (t: string) => users.get(t) ?? null },
     logger: pino({ level: 'silent' }),
@@ -200,7 +205,12 @@ beforeAll(async () => {
     wraps,
   });
 
-  ingress = await startIngressWith(join(dir, 'ingress'), ['--kms', kms.url]);
+  ingress = await startIngressWith(join(dir, 'ingress'), [
+    '--kms',
+    kms.url,
+    '--service-token-file',
+    join(dir, 'ingress.token'),
+  ]);
   await mkdir(cipherRoot(), { recursive: true });
   await writeFile(join(cipherRoot(), DIRIV_NAME), randomBytes(16));
   const names = new NameTransform(volumeKey);

@@ -28,7 +28,7 @@ import type { CipherComponent } from '../cipher-names.js';
 import { digestOfStream, isBoundary } from '../units.js';
 import { AlignedFileStore } from './aligned-file-store.js';
 import { AuthorityUnavailableError } from './authority.js';
-import type { EgressManifest, IngressAuthority, ProjectRole } from './authority.js';
+import type { EgressManifest, IngressAuthority, KeyOutcome, ProjectRole } from './authority.js';
 import { IngressStore } from './store.js';
 import type { Checklist, RequestRow, UploadRow } from './store.js';
 
@@ -123,6 +123,12 @@ async function writeNewFile(path: string, data: Uint8Array | string, mode: numbe
   }
 }
 
+/** How a review changed the files' keys, for the audit entry. */
+function keyNote(verb: string, k: KeyOutcome): string {
+  if (!k.kept) return 'keys:not-kept-by-this-authority';
+  return `keys:${verb}:${k.done}` + (k.missing > 0 ? ` keys-unknown:${k.missing}` : '');
+}
+
 interface Caller {
   token: string;
   username: string;
@@ -145,6 +151,10 @@ export class IngressServer {
   private readonly reviews: Counter;
   private readonly rejected: Counter;
   private http: Server | undefined;
+  private mirroring: Promise<void> | undefined;
+  private mirrorAgain = false;
+  private mirrorRetry: NodeJS.Timeout | undefined;
+  private closing = false;
 
   private constructor(opts: IngressOptions) {
     this.opts = {
@@ -190,6 +200,7 @@ export class IngressServer {
     await mkdir(join(opts.root, 'projects'), { recursive: true, mode: 0o711 });
     const s = new IngressServer(opts);
     await s.recover();
+    s.mirrorAudit();
     return s;
   }
 
@@ -207,6 +218,9 @@ export class IngressServer {
   }
 
   async close(): Promise<void> {
+    await this.auditMirrored().catch(() => undefined);
+    this.closing = true;
+    clearTimeout(this.mirrorRetry);
     const srv = this.http;
     if (srv) {
       srv.closeAllConnections();
@@ -252,6 +266,58 @@ export class IngressServer {
   private audit(actor: string, action: string, object: string, result = 'ok'): void {
     this.store.appendAudit(actor, action, object, result);
     this.log.info({ actor, action, object, result }, 'audit');
+    this.mirrorAudit();
+  }
+
+  /**
+   * Copies the local audit log into the central one (the KMS) in order, in batches, from a
+   * cursor kept in the database: entries written while the KMS is away follow when it is back,
+   * also after a restart. The local hash-chained log stays the service's own record.
+   */
+  private mirrorAudit(): void {
+    const append = this.opts.authority.appendAudit?.bind(this.opts.authority);
+    if (!append || this.closing) return;
+    if (this.mirroring) {
+      this.mirrorAgain = true;
+      return;
+    }
+    this.mirroring = (async () => {
+      do {
+        this.mirrorAgain = false;
+        for (;;) {
+          const after = Number(this.store.meta('audit_mirrored') ?? '0');
+          const rows = this.store.auditAfter(after, 500);
+          if (rows.length === 0) break;
+          await append(
+            rows.map((r) => ({
+              action: r.action,
+              object: r.object,
+              result: r.result,
+              user: r.actor,
+            })),
+          );
+          this.store.setMeta('audit_mirrored', String(rows[rows.length - 1]!.seq));
+        }
+      } while (this.mirrorAgain && !this.closing);
+    })()
+      .catch((e: unknown) => {
+        this.log.warn({ err: (e as Error).message }, 'audit mirror to the KMS failed; retrying');
+        if (!this.closing && !this.mirrorRetry) {
+          this.mirrorRetry = setTimeout(() => {
+            this.mirrorRetry = undefined;
+            this.mirrorAudit();
+          }, 5000);
+          this.mirrorRetry.unref();
+        }
+      })
+      .finally(() => {
+        this.mirroring = undefined;
+      });
+  }
+
+  /** Resolves when every audit entry written so far has reached the KMS (tests, shutdown). */
+  async auditMirrored(): Promise<void> {
+    while (this.mirroring) await this.mirroring;
   }
 
   /** Serialises work on one key (an upload or a request) within this process. */
@@ -746,15 +812,15 @@ export class IngressServer {
       }
       const files = this.store.uploadsOf(id).filter((u) => u.state === 'staged');
       if (decision === 'reject') {
+        // Keys first: if the KMS fails, nothing has changed yet and the reviewer tries again.
+        const keys = await this.opts.authority.destroyFileKeys(
+          r.project,
+          files.map((u) => u.file_id),
+        );
         for (const u of files) {
           await rm(this.stagingPath(u), { force: true });
           this.store.setUpload(u.id, 'deleted');
         }
-        const destroyed = await this.opts.authority.destroyFileKeys(
-          c.token,
-          r.project,
-          files.map((u) => u.file_id),
-        );
         this.store.setRequest(id, {
           state: 'rejected',
           reviewer: c.username,
@@ -764,11 +830,19 @@ export class IngressServer {
         this.audit(
           c.username,
           'ingress.reject',
-          `project:${r.project} request:${id} files:${files.length} keys:${destroyed ? 'destroyed' : 'not-registered-in-kms'}`,
+          `project:${r.project} request:${id} files:${files.length} ${keyNote('destroyed', keys)}`,
         );
       } else {
         this.store.setRequest(id, { state: 'confirming', reviewer: c.username });
         for (const u of files) await this.publish(u);
+        // Files published by an interrupted earlier attempt are confirmed too (idempotent).
+        const keys = await this.opts.authority.confirmFileKeys(
+          r.project,
+          this.store
+            .uploadsOf(id)
+            .filter((u) => u.state === 'visible')
+            .map((u) => u.file_id),
+        );
         this.store.setRequest(id, {
           state: 'confirmed',
           reviewed_at: this.store.now(),
@@ -777,7 +851,7 @@ export class IngressServer {
         this.audit(
           c.username,
           'ingress.confirm',
-          `project:${r.project} request:${id} files:${files.length}`,
+          `project:${r.project} request:${id} files:${files.length} ${keyNote('confirmed', keys)}`,
         );
       }
       this.reviews.inc({ decision });
