@@ -83,3 +83,23 @@ export function checkCipherPath(path: readonly CipherComponent[], what: string):
 export function pathKey(path: readonly CipherComponent[]): string {
   return path.map((c) => c.entry).join('/');
 }
+
+/**
+ * Checks an entry as it is stored in a cipher directory (a short encrypted name or a long-name
+ * entry, whose `.name` file the reader does not need): a name that cannot leave its directory.
+ */
+export function checkStoredEntry(entry: string): void {
+  if (LONG_ENTRY.test(entry)) return;
+  if (entry.length > NAME_MAX || !isFullCipherName(entry)) {
+    throw new CipherNameError(`${entry.slice(0, 40)} is not an encrypted gocryptfs name`);
+  }
+}
+
+/** Splits and checks a stored cipher path `a/b/c` (empty for the root). */
+export function parseStoredPath(path: string): string[] {
+  if (path === '') return [];
+  const parts = path.split('/');
+  if (parts.length > 256) throw new CipherNameError('a path has at most 256 components');
+  for (const p of parts) checkStoredEntry(p);
+  return parts;
+}

@@ -2,7 +2,8 @@
 /**
  * The `tre` command. Exit codes (see README): 0 done, 1 failed, 2 usage, 3 not authorised,
  * 4 input refused, 5 service unavailable or connection lost (run again to resume),
- * 6 verification failed, 7 wrong passphrase or key, 130 interrupted.
+ * 6 verification failed, 7 wrong passphrase or key, 8 egress request not (or no longer)
+ * released, 130 interrupted.
  */
 import { readFileSync, realpathSync } from 'node:fs';
 import { readFile } from 'node:fs/promises';
@@ -47,7 +48,7 @@ async function hubToken(file: string | undefined): Promise<string> {
 
 /** Loaded on demand: the KMS client is the heaviest part of the CLI's startup. */
 async function kmsClient(url: string, token: string) {
-  const { KmsClient } = await import('@tre/kms-service');
+  const { KmsClient } = await import('@tre/kms-service/client');
   return new KmsClient({ baseUrl: url, token });
 }
 
@@ -184,6 +185,64 @@ export function buildProgram(): Command {
         process.off('SIGINT', onSigint);
         process.off('SIGTERM', onSigint);
         keys.close();
+      }
+    });
+
+  program
+    .command('download')
+    .description(
+      'download the files of your released egress request: verify each against the manifest, decrypt locally',
+    )
+    .argument('<request>', 'egress request number', intArg('<request>'))
+    .requiredOption('--project <id>', 'project of the request')
+    .requiredOption('--kms <url>', 'KMS URL')
+    .requiredOption('--ingress <url>', 'ingress service URL (serves the released ciphertext)')
+    .option('--out <dir>', 'folder to write the files below', '.')
+    .option('--force', 'replace files that exist already')
+    .option('--jobs <n>', 'files fetched at the same time', intArg('--jobs'), 2)
+    .option('--key-file <path>', 'your KEK key file', defaultKeyFile())
+    .option(
+      '--passphrase-fd <n>',
+      'read the key file passphrase from this descriptor',
+      intArg('--passphrase-fd'),
+    )
+    .option(
+      '--token-file <path>',
+      'file holding your hub API token (default: $JUPYTERHUB_API_TOKEN)',
+    )
+    .addOption(new Option('--progress', 'force progress bars').default(undefined))
+    .action(async (requestId: number, o: Record<string, unknown>) => {
+      if (requestId < 1) throw new TreError(EXIT.usage, '<request> must be a request number');
+      const token = await hubToken(o.tokenFile as string | undefined);
+      const kek = await openKeyFile(
+        String(o.keyFile),
+        await passphrase(o.passphraseFd as number | undefined, 'Key file passphrase: '),
+      );
+      const abort = new AbortController();
+      const onSigint = (): void => abort.abort();
+      process.once('SIGINT', onSigint);
+      process.once('SIGTERM', onSigint);
+      try {
+        const { runDownload } = await import('./download.js');
+        const sum = await runDownload({
+          project: String(o.project),
+          requestId,
+          out: String(o.out),
+          force: o.force === true,
+          jobs: Math.max(1, o.jobs as number),
+          kms: await kmsClient(String(o.kms), token),
+          ingress: new IngressClient(String(o.ingress), token),
+          kek,
+          progress: createProgress(o.progress === true ? true : undefined),
+          signal: abort.signal,
+        });
+        process.stdout.write(
+          `${sum.files} files of egress request ${requestId} verified and decrypted into ${String(o.out)}\n`,
+        );
+      } finally {
+        process.off('SIGINT', onSigint);
+        process.off('SIGTERM', onSigint);
+        kek.privateKey.fill(0);
       }
     });
 
@@ -359,6 +418,10 @@ export function buildProgram(): Command {
     .option('--port <n>', 'TCP port', intArg('--port'), 8090)
     .option('--host <addr>', 'listen address', '127.0.0.1')
     .option('--kms <url>', 'take identities and roles from this KMS')
+    .option(
+      '--service-token-file <path>',
+      "with --kms: file holding the service's own hub token (default: $JUPYTERHUB_API_TOKEN)",
+    )
     .option(
       '--users <file>',
       'take identities and roles from this file instead (isolated setups, tests)',

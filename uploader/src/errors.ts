@@ -11,6 +11,7 @@ export const EXIT = {
   unavailable: 5,
   verification: 6,
   wrongKey: 7,
+  notReleased: 8,
   interrupted: 130,
 } as const;
 

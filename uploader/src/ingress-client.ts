@@ -139,6 +139,58 @@ export class IngressClient {
     return this.call('POST', `/v1/uploads/${uploadId}/complete`, { digest });
   }
 
+  /** The diriv of a directory of the project tree (a released egress request's view). */
+  async egressDiriv(project: string, requestId: number, dir: string): Promise<Buffer> {
+    const r = await this.call<{ diriv: string }>(
+      'GET',
+      `/v1/projects/${encodeURIComponent(project)}/egress/${requestId}/diriv` +
+        (dir === '' ? '' : `?dir=${encodeURIComponent(dir)}`),
+    );
+    const iv = Buffer.from(r.diriv, 'base64url');
+    if (iv.length !== 16) throw new TreError(EXIT.failure, 'the ingress sent a malformed diriv');
+    return iv;
+  }
+
+  /** The ciphertext of one released egress file, as a stream of its body. */
+  async egressFile(
+    project: string,
+    requestId: number,
+    fileId: string,
+    cipherPath: string,
+    signal?: AbortSignal,
+  ): Promise<Response> {
+    const url =
+      `${this.base}/v1/projects/${encodeURIComponent(project)}/egress/${requestId}` +
+      `/files/${fileId}?path=${encodeURIComponent(cipherPath)}`;
+    let res: Response;
+    try {
+      res = await fetch(url, {
+        headers: { Authorization: this.authHeader() },
+        ...(signal ? { signal } : {}),
+      });
+    } catch (e) {
+      if (signal?.aborted) throw new TreError(EXIT.interrupted, 'interrupted');
+      throw new TreError(
+        EXIT.unavailable,
+        `ingress ${this.base} unreachable: ${(e as Error).message}`,
+      );
+    }
+    if (!res.ok) {
+      let err: { code?: string; message?: string } = {};
+      try {
+        err = ((await res.json()) as { error?: typeof err }).error ?? {};
+      } catch {
+        // not JSON: the status alone has to do
+      }
+      throw new IngressHttpError(
+        res.status,
+        err.code ?? 'http_error',
+        err.message ?? `HTTP ${res.status}`,
+      );
+    }
+    return res;
+  }
+
   /** Discards an unfinished upload (tus termination). */
   async terminate(uploadId: string): Promise<void> {
     const res = await fetch(`${this.tusEndpoint}/${uploadId}`, {

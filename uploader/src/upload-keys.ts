@@ -7,7 +7,7 @@
 import { randomBytes } from 'node:crypto';
 import { decodePublicKey, unwrapKey, wrapKey } from '@tre/crypto';
 import type { KeyPair, PublicKey, WrapContext, WrappedKey } from '@tre/crypto';
-import type { FileRegistration } from '@tre/kms-service';
+import type { FileRegistration, KmsClient } from '@tre/kms-service/client';
 import { EXIT, TreError } from './errors.js';
 import { DekSealer } from './resume-state.js';
 
@@ -53,8 +53,11 @@ export function masterKeyMode(masterKey: Buffer): UploadKeys {
   };
 }
 
+/** Uploaded files' keys stay unreleasable until the ingress confirms the request. */
+const PENDING = { state: 'pending' } as const;
+
 /** The KMS client is loaded only in KMS mode: it is the heaviest part of the CLI's startup. */
-const kmsModule = () => import('@tre/kms-service');
+const kmsModule = () => import('@tre/kms-service/client');
 
 /** Maps a KMS client failure to the CLI exit code scripts rely on. */
 export function kmsFailure(e: unknown, what: string): TreError {
@@ -72,6 +75,45 @@ export function kmsFailure(e: unknown, what: string): TreError {
 }
 
 /**
+ * Fetches the project key release, unwraps the project private key with the KEK and with it
+ * the volume key (the key of file names); the project private key is wiped before returning.
+ */
+export async function unlockProject(
+  kms: KmsClient,
+  project: string,
+  kek: KeyPair,
+): Promise<{ volumeKey: Buffer; publicKey: PublicKey; epoch: number }> {
+  let rel;
+  try {
+    rel = await kms.projectKey(project);
+  } catch (e) {
+    throw kmsFailure(e, `cannot get the key of project ${project}`);
+  }
+  if (!rel.wrapped || !rel.volumeKey) {
+    throw new TreError(EXIT.auth, `project ${project}'s key is not (yet) wrapped for you`);
+  }
+  const pub: PublicKey = decodePublicKey(rel.publicKey);
+  let projectPriv: Uint8Array;
+  try {
+    projectPriv = await unwrapKey(rel.wrapped, kek, projectKeyContext(project, rel.epoch));
+  } catch (e) {
+    throw new TreError(
+      EXIT.wrongKey,
+      `the project key does not open with your key file: ${(e as Error).message}`,
+    );
+  }
+  const projectKp: KeyPair = { ...pub, privateKey: projectPriv };
+  try {
+    const volumeKey = Buffer.from(
+      await unwrapKey(rel.volumeKey, projectKp, volumeKeyContext(project)),
+    );
+    return { volumeKey, publicKey: pub, epoch: rel.epoch };
+  } finally {
+    projectPriv.fill(0);
+  }
+}
+
+/**
  * Fetches the project key release, unwraps the project private key with the KEK and the
  * volume key with the project key, and sets up the session key for the resume state.
  */
@@ -86,26 +128,7 @@ export async function kmsMode(opts: {
 }): Promise<{ keys: UploadKeys; sessionKey: WrappedKey }> {
   const { KmsClient, KmsClientError } = await kmsModule();
   const kms = new KmsClient({ baseUrl: opts.kmsUrl, token: opts.token });
-  let rel;
-  try {
-    rel = await kms.projectKey(opts.project);
-  } catch (e) {
-    throw kmsFailure(e, `cannot get the key of project ${opts.project}`);
-  }
-  if (!rel.wrapped || !rel.volumeKey) {
-    throw new TreError(EXIT.auth, `project ${opts.project}'s key is not (yet) wrapped for you`);
-  }
-  const pub: PublicKey = decodePublicKey(rel.publicKey);
-  const projectPriv = await unwrapKey(
-    rel.wrapped,
-    opts.kek,
-    projectKeyContext(opts.project, rel.epoch),
-  );
-  const projectKp: KeyPair = { ...pub, privateKey: projectPriv };
-  const volumeKey = Buffer.from(
-    await unwrapKey(rel.volumeKey, projectKp, volumeKeyContext(opts.project)),
-  );
-  projectPriv.fill(0);
+  const { volumeKey, publicKey: pub, epoch } = await unlockProject(kms, opts.project, opts.kek);
   let sessionKey: Buffer;
   let wrappedSession: WrappedKey;
   if (opts.sessionKey) {
@@ -117,7 +140,6 @@ export async function kmsMode(opts: {
     sessionKey = randomBytes(32);
     wrappedSession = await wrapKey(sessionKey, opts.kek, resumeContext(opts.sessionId));
   }
-  const epoch = rel.epoch;
   const keys: UploadKeys = {
     volumeKey,
     newDek: () => randomBytes(32),
@@ -134,13 +156,13 @@ export async function kmsMode(opts: {
         });
       }
       try {
-        await kms.registerFiles(opts.project, regs);
+        await kms.registerFiles(opts.project, regs, PENDING);
       } catch (e) {
         // A file registered just before a crash is registered already: register the rest.
         if (e instanceof KmsClientError && e.code === 'duplicate_file' && regs.length > 1) {
           for (const r of regs) {
             try {
-              await kms.registerFiles(opts.project, [r]);
+              await kms.registerFiles(opts.project, [r], PENDING);
             } catch (e1) {
               if (!(e1 instanceof KmsClientError && e1.code === 'duplicate_file'))
                 throw kmsFailure(e1, 'file registration failed');

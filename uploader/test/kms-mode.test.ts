@@ -40,7 +40,11 @@ let projectKp: KeyPair;
 const as = (name: string) => new KmsClient({ baseUrl: kms.url, token: tokens[name]! });
 
 beforeAll(async () => {
-  const users = new Map<string, { name: string; admin: boolean }>();
+  const users = new Map<string, { name: string; admin: boolean; service?: boolean }>();
+  // The ingress runs as a hub service with its own token, trusted by the KMS (hub.services).
+  tokens.ingress = `tok-ingress-${randomBytes(8).toString('hex')}`;
+  users.set(tokens.ingress, { name: 'ingress', admin: false, service: true });
+  await writeFile(join(dir, 'ingress.token'), tokens.ingress + '\n');
   for (const [name, admin] of [
     ['alice', false],
     ['bob', false],
@@ -57,6 +61,7 @@ beforeAll(async () => {
     database: join(dir, 'kms.sqlite'),
     auditKey: join(dir, 'audit.pem'),
   };
+  config.hub = { ...config.hub, services: ['ingress'] };
   kms = await KmsServer.start(config, {
     auth: { resolve: async (t: string) => users.get(t) ?? null },
     logger: pino({ level: 'silent' }),
@@ -74,7 +79,12 @@ beforeAll(async () => {
       );
     }
   }
-  ingress = await startIngressWith(join(dir, 'ingress'), ['--kms', kms.url]);
+  ingress = await startIngressWith(join(dir, 'ingress'), [
+    '--kms',
+    kms.url,
+    '--service-token-file',
+    join(dir, 'ingress.token'),
+  ]);
 }, 60_000);
 
 afterAll(async () => {
@@ -183,6 +193,16 @@ describe('tre with the KMS', () => {
     const r = await tre(args, PASS).done;
     expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
     const id = /ingress request ([0-9a-f]+)/.exec(r.stdout)![1]!;
+    // Registered, but pending: no key of an unconfirmed file leaves the KMS.
+    const before = (await api(ingress.url, tokens.bob!, 'GET', `/v1/ingress-requests/${id}`))
+      .json as { files: Array<{ fileId: string }> };
+    expect(before.files).toHaveLength(3);
+    for (const f of before.files) {
+      await expect(as('bob').fileKey(P, f.fileId)).rejects.toMatchObject({
+        status: 409,
+        code: 'file_pending',
+      });
+    }
     const ok = await api(ingress.url, tokens.bob!, 'POST', `/v1/ingress-requests/${id}/review`, {
       decision: 'confirm',
     });
@@ -212,5 +232,76 @@ describe('tre with the KMS', () => {
     }
     expect(got).toEqual(want);
     expect(await readdir(join(dir, 'state'))).toHaveLength(1);
+  }, 120_000);
+
+  it('destroys the keys of rejected files and mirrors the ingress audit into the KMS', async () => {
+    const src = join(dir, 'src', 'visit-2');
+    await makeTree(src, { 'wrong.csv': randomBytes(20_000), 'also-wrong.csv': randomBytes(10) });
+    const r = await tre(
+      [
+        'upload',
+        src,
+        '--project',
+        P,
+        '--ingress',
+        ingress.url,
+        '--kms',
+        kms.url,
+        '--key-file',
+        join(dir, 'alice.kek'),
+        '--passphrase-fd',
+        '3',
+        '--token-file',
+        join(dir, 'alice.token'),
+        '--state-dir',
+        join(dir, 'state-2'),
+        '--legal-basis',
+        'consent',
+        '--pseudonymised',
+        '--no-direct-identifiers',
+        '--minimised',
+      ],
+      PASS,
+    ).done;
+    expect({ code: r.code, stderr: r.stderr }).toEqual({ code: 0, stderr: '' });
+    const id = /ingress request ([0-9a-f]+)/.exec(r.stdout)![1]!;
+    const no = await api(ingress.url, tokens.bob!, 'POST', `/v1/ingress-requests/${id}/review`, {
+      decision: 'reject',
+      reason: 'not pseudonymised',
+    });
+    expect(no.status).toBe(200);
+    const files = (no.json as { files: Array<{ fileId: string }> }).files;
+    expect(files).toHaveLength(2);
+    for (const f of files) {
+      const e = await as('bob')
+        .fileKey(P, f.fileId)
+        .then(
+          () => undefined,
+          (x: unknown) => x as { status: number },
+        );
+      expect(e?.status).toBeGreaterThanOrEqual(400);
+      expect(e?.status).not.toBe(409);
+    }
+    // The mirror runs in the background: wait for the rejection to arrive.
+    let audit = '';
+    for (let i = 0; i < 100; i++) {
+      audit = await as('root').exportAudit();
+      if (audit.includes('ingress.reject')) break;
+      await new Promise((res) => setTimeout(res, 100));
+    }
+    const lines = audit
+      .trim()
+      .split('\n')
+      .map((l) => JSON.parse(l) as { actor?: string; action?: string; object?: string });
+    const mirrored = lines.filter((l) => l.actor?.startsWith('service:ingress'));
+    const actions = new Set(mirrored.map((l) => l.action));
+    for (const a of ['ingress.open', 'upload.create', 'upload.complete', 'ingress.submit'])
+      expect(actions).toContain(a);
+    const confirm = mirrored.find((l) => l.action === 'ingress.confirm');
+    expect(confirm?.object).toContain('keys:confirmed:3');
+    const reject = mirrored.find((l) => l.action === 'ingress.reject');
+    expect(reject?.object).toContain('keys:destroyed:2');
+    expect(lines.filter((l) => l.action === 'file.destroy')).toHaveLength(2);
+    expect(audit).not.toContain(PASS);
   }, 120_000);
 });

@@ -9,7 +9,8 @@
  *   <root>/projects/<p>/cipher/...         the project tree, exactly as gocryptfs lays it out
  */
 import { createReadStream } from 'node:fs';
-import { chmod, chown, link, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
+import { constants as fsc } from 'node:fs';
+import { chmod, chown, link, lstat, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,11 +23,12 @@ import * as OpenApiValidator from 'express-openapi-validator';
 import { pino } from 'pino';
 import type { Logger } from 'pino';
 import { Counter, Registry, collectDefaultMetrics } from 'prom-client';
-import { checkCipherEntry, checkCipherPath } from '../cipher-names.js';
+import { checkCipherEntry, checkCipherPath, parseStoredPath } from '../cipher-names.js';
 import type { CipherComponent } from '../cipher-names.js';
 import { digestOfStream, isBoundary } from '../units.js';
 import { AlignedFileStore } from './aligned-file-store.js';
-import type { IngressAuthority, ProjectRole } from './authority.js';
+import { AuthorityUnavailableError } from './authority.js';
+import type { EgressManifest, IngressAuthority, KeyOutcome, ProjectRole } from './authority.js';
 import { IngressStore } from './store.js';
 import type { Checklist, RequestRow, UploadRow } from './store.js';
 
@@ -121,6 +123,12 @@ async function writeNewFile(path: string, data: Uint8Array | string, mode: numbe
   }
 }
 
+/** How a review changed the files' keys, for the audit entry. */
+function keyNote(verb: string, k: KeyOutcome): string {
+  if (!k.kept) return 'keys:not-kept-by-this-authority';
+  return `keys:${verb}:${k.done}` + (k.missing > 0 ? ` keys-unknown:${k.missing}` : '');
+}
+
 interface Caller {
   token: string;
   username: string;
@@ -143,6 +151,10 @@ export class IngressServer {
   private readonly reviews: Counter;
   private readonly rejected: Counter;
   private http: Server | undefined;
+  private mirroring: Promise<void> | undefined;
+  private mirrorAgain = false;
+  private mirrorRetry: NodeJS.Timeout | undefined;
+  private closing = false;
 
   private constructor(opts: IngressOptions) {
     this.opts = {
@@ -188,6 +200,7 @@ export class IngressServer {
     await mkdir(join(opts.root, 'projects'), { recursive: true, mode: 0o711 });
     const s = new IngressServer(opts);
     await s.recover();
+    s.mirrorAudit();
     return s;
   }
 
@@ -205,6 +218,9 @@ export class IngressServer {
   }
 
   async close(): Promise<void> {
+    await this.auditMirrored().catch(() => undefined);
+    this.closing = true;
+    clearTimeout(this.mirrorRetry);
     const srv = this.http;
     if (srv) {
       srv.closeAllConnections();
@@ -250,6 +266,58 @@ export class IngressServer {
   private audit(actor: string, action: string, object: string, result = 'ok'): void {
     this.store.appendAudit(actor, action, object, result);
     this.log.info({ actor, action, object, result }, 'audit');
+    this.mirrorAudit();
+  }
+
+  /**
+   * Copies the local audit log into the central one (the KMS) in order, in batches, from a
+   * cursor kept in the database: entries written while the KMS is away follow when it is back,
+   * also after a restart. The local hash-chained log stays the service's own record.
+   */
+  private mirrorAudit(): void {
+    const append = this.opts.authority.appendAudit?.bind(this.opts.authority);
+    if (!append || this.closing) return;
+    if (this.mirroring) {
+      this.mirrorAgain = true;
+      return;
+    }
+    this.mirroring = (async () => {
+      do {
+        this.mirrorAgain = false;
+        for (;;) {
+          const after = Number(this.store.meta('audit_mirrored') ?? '0');
+          const rows = this.store.auditAfter(after, 500);
+          if (rows.length === 0) break;
+          await append(
+            rows.map((r) => ({
+              action: r.action,
+              object: r.object,
+              result: r.result,
+              user: r.actor,
+            })),
+          );
+          this.store.setMeta('audit_mirrored', String(rows[rows.length - 1]!.seq));
+        }
+      } while (this.mirrorAgain && !this.closing);
+    })()
+      .catch((e: unknown) => {
+        this.log.warn({ err: (e as Error).message }, 'audit mirror to the KMS failed; retrying');
+        if (!this.closing && !this.mirrorRetry) {
+          this.mirrorRetry = setTimeout(() => {
+            this.mirrorRetry = undefined;
+            this.mirrorAudit();
+          }, 5000);
+          this.mirrorRetry.unref();
+        }
+      })
+      .finally(() => {
+        this.mirroring = undefined;
+      });
+  }
+
+  /** Resolves when every audit entry written so far has reached the KMS (tests, shutdown). */
+  async auditMirrored(): Promise<void> {
+    while (this.mirroring) await this.mirroring;
   }
 
   /** Serialises work on one key (an upload or a request) within this process. */
@@ -744,15 +812,15 @@ export class IngressServer {
       }
       const files = this.store.uploadsOf(id).filter((u) => u.state === 'staged');
       if (decision === 'reject') {
+        // Keys first: if the KMS fails, nothing has changed yet and the reviewer tries again.
+        const keys = await this.opts.authority.destroyFileKeys(
+          r.project,
+          files.map((u) => u.file_id),
+        );
         for (const u of files) {
           await rm(this.stagingPath(u), { force: true });
           this.store.setUpload(u.id, 'deleted');
         }
-        const destroyed = await this.opts.authority.destroyFileKeys(
-          c.token,
-          r.project,
-          files.map((u) => u.file_id),
-        );
         this.store.setRequest(id, {
           state: 'rejected',
           reviewer: c.username,
@@ -762,11 +830,19 @@ export class IngressServer {
         this.audit(
           c.username,
           'ingress.reject',
-          `project:${r.project} request:${id} files:${files.length} keys:${destroyed ? 'destroyed' : 'not-registered-in-kms'}`,
+          `project:${r.project} request:${id} files:${files.length} ${keyNote('destroyed', keys)}`,
         );
       } else {
         this.store.setRequest(id, { state: 'confirming', reviewer: c.username });
         for (const u of files) await this.publish(u);
+        // Files published by an interrupted earlier attempt are confirmed too (idempotent).
+        const keys = await this.opts.authority.confirmFileKeys(
+          r.project,
+          this.store
+            .uploadsOf(id)
+            .filter((u) => u.state === 'visible')
+            .map((u) => u.file_id),
+        );
         this.store.setRequest(id, {
           state: 'confirmed',
           reviewed_at: this.store.now(),
@@ -775,7 +851,7 @@ export class IngressServer {
         this.audit(
           c.username,
           'ingress.confirm',
-          `project:${r.project} request:${id} files:${files.length}`,
+          `project:${r.project} request:${id} files:${files.length} ${keyNote('confirmed', keys)}`,
         );
       }
       this.reviews.inc({ decision });
@@ -821,6 +897,141 @@ export class IngressServer {
       await fsyncPath(dir).catch(() => undefined);
     }
     this.store.setUpload(u.id, 'visible');
+  }
+
+  // ---- egress downloads ---------------------------------------------------------------------
+
+  /**
+   * The manifest of a released egress request of the caller's. The KMS decides (asked with the
+   * caller's token on every call, so a revocation stops the next request at once).
+   */
+  private async releasedEgress(c: Caller, project: string, id: number): Promise<EgressManifest> {
+    if (!PROJECT_ID.test(project)) {
+      throw new IngressError(400, 'bad_project', 'project ids are 1-64 letters, digits, _ . -');
+    }
+    const m = await this.opts.authority.egress(c.token, project, id);
+    const object = `project:${project} egress:${id}`;
+    if (!m) {
+      this.audit(c.username, 'egress.fetch', object, 'denied:not_found');
+      throw new IngressError(404, 'not_found', `no egress request ${id} in ${project} for you`);
+    }
+    if (m.requester !== c.username) {
+      this.audit(c.username, 'egress.fetch', object, 'denied:not_requester');
+      throw new IngressError(403, 'not_requester', 'only the requester downloads a release');
+    }
+    if (m.state === 'revoked') {
+      this.audit(c.username, 'egress.fetch', object, 'denied:revoked');
+      throw new IngressError(410, 'revoked', `egress request ${id} was revoked`);
+    }
+    if (m.state !== 'released') {
+      this.audit(c.username, 'egress.fetch', object, `denied:${m.state}`);
+      throw new IngressError(409, 'not_released', `egress request ${id} is ${m.state}`);
+    }
+    return m;
+  }
+
+  /** Resolves a stored cipher path below the project tree, refusing anything but directories. */
+  private async cipherDirOf(project: string, dir: string): Promise<string> {
+    let parts: string[];
+    try {
+      parts = parseStoredPath(dir);
+    } catch (e) {
+      throw new IngressError(400, 'bad_name', (e as Error).message);
+    }
+    let path = join(this.projectDir(project), 'cipher');
+    for (const part of ['', ...parts]) {
+      if (part !== '') path = join(path, part);
+      const st = await lstat(path).catch(() => undefined);
+      if (!st?.isDirectory()) {
+        throw new IngressError(404, 'not_found', 'no such directory in the project tree');
+      }
+    }
+    return path;
+  }
+
+  async egressDiriv(c: Caller, project: string, id: number, dir: string): Promise<Buffer> {
+    await this.releasedEgress(c, project, id);
+    const path = join(await this.cipherDirOf(project, dir), DIRIV_NAME);
+    let fh;
+    try {
+      fh = await open(path, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    } catch {
+      throw new IngressError(404, 'not_found', 'the directory has no gocryptfs.diriv');
+    }
+    try {
+      const iv = Buffer.alloc(17);
+      const { bytesRead } = await fh.read(iv, 0, 17, 0);
+      if (bytesRead !== 16) throw new IngressError(500, 'bad_diriv', 'a diriv is not 16 bytes');
+      return iv.subarray(0, 16);
+    } finally {
+      await fh.close();
+    }
+  }
+
+  /**
+   * Streams one file of a released request. The file must be the one filed: its header carries
+   * the filed file ID and its size is the manifest's. The client checks its SHA-256.
+   */
+  async egressFile(
+    c: Caller,
+    project: string,
+    id: number,
+    fileId: string,
+    cipherPath: string,
+    res: Response,
+  ): Promise<void> {
+    const m = await this.releasedEgress(c, project, id);
+    const f = m.files.find((x) => x.fileId === fileId.toLowerCase());
+    if (!f)
+      throw new IngressError(404, 'not_in_manifest', `file ${fileId} is not in request ${id}`);
+    const slash = cipherPath.lastIndexOf('/');
+    const dir = await this.cipherDirOf(project, slash < 0 ? '' : cipherPath.slice(0, slash));
+    const entry = slash < 0 ? cipherPath : cipherPath.slice(slash + 1);
+    try {
+      parseStoredPath(entry);
+    } catch (e) {
+      throw new IngressError(400, 'bad_name', (e as Error).message);
+    }
+    let fh;
+    try {
+      fh = await open(join(dir, entry), fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    } catch {
+      throw new IngressError(404, 'not_found', 'no such file in the project tree');
+    }
+    const object = `project:${project} egress:${id} file:${f.fileId}`;
+    try {
+      const st = await fh.stat();
+      const head = Buffer.alloc(HEADER_LEN);
+      if (st.isFile() && st.size >= HEADER_LEN) await fh.read(head, 0, HEADER_LEN, 0);
+      if (!st.isFile() || st.size !== f.size || head.subarray(2).toString('hex') !== f.fileId) {
+        this.audit(c.username, 'egress.fetch', object, 'denied:changed');
+        throw new IngressError(
+          409,
+          'changed',
+          'the file in the project tree is not the one filed (file ID or size differ)',
+        );
+      }
+    } catch (e) {
+      await fh.close();
+      throw e;
+    }
+    this.audit(c.username, 'egress.fetch', object);
+    res.status(200);
+    res.setHeader('Content-Type', 'application/octet-stream');
+    res.setHeader('Content-Length', String(f.size));
+    res.setHeader('Cache-Control', 'no-store');
+    const stream = fh.createReadStream({ highWaterMark: 1 << 20 });
+    await new Promise<void>((resolve) => {
+      stream.on('error', () => {
+        res.destroy();
+        resolve();
+      });
+      res.on('close', () => {
+        stream.destroy();
+        resolve();
+      });
+      stream.pipe(res);
+    });
   }
 
   // ---- HTTP ---------------------------------------------------------------------------------
@@ -921,8 +1132,41 @@ export class IngressServer {
         return { body: { uploadId: u.id, state: u.state, digest: u.digest, size: u.size } };
       }),
     );
+    app.get(
+      '/v1/projects/:project/egress/:request/diriv',
+      h(async (c, req) => {
+        const iv = await this.egressDiriv(
+          c,
+          p(req, 'project'),
+          Number(p(req, 'request')),
+          String(req.query.dir ?? ''),
+        );
+        return { body: { diriv: iv.toString('base64url') } };
+      }),
+    );
+    app.get(
+      '/v1/projects/:project/egress/:request/files/:fileId',
+      (req: Request, res: Response, next: NextFunction) => {
+        this.caller(req.headers.authorization)
+          .then((c) =>
+            this.egressFile(
+              c,
+              p(req, 'project'),
+              Number(p(req, 'request')),
+              p(req, 'fileId'),
+              String(req.query.path),
+              res,
+            ),
+          )
+          .catch(next);
+      },
+    );
     app.use((err: unknown, _req: Request, res: Response, _next: NextFunction) => {
       const e = err as { status?: number; message?: string; code?: string };
+      if (err instanceof AuthorityUnavailableError) {
+        res.status(503).json({ error: { code: 'kms_unavailable', message: err.message } });
+        return;
+      }
       if (err instanceof IngressError) {
         this.rejected.inc({ code: err.code });
         res.status(err.status).json({ error: { code: err.code, message: err.message } });

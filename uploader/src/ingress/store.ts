@@ -92,6 +92,7 @@ CREATE TRIGGER IF NOT EXISTS audit_no_update BEFORE UPDATE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
 CREATE TRIGGER IF NOT EXISTS audit_no_delete BEFORE DELETE ON audit
   BEGIN SELECT RAISE(ABORT, 'the audit log is append-only'); END;
+CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 `;
 
 const GENESIS = '0'.repeat(64);
@@ -248,6 +249,27 @@ export class IngressStore {
         .run(row);
       return row;
     });
+  }
+
+  /** Audit entries after `seq`, oldest first. */
+  auditAfter(seq: number, limit: number): AuditRow[] {
+    return this.db
+      .prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?')
+      .all(seq, limit) as AuditRow[];
+  }
+
+  meta(key: string): string | undefined {
+    const r = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as
+      { value: string } | undefined;
+    return r?.value;
+  }
+
+  setMeta(key: string, value: string): void {
+    this.db
+      .prepare(
+        'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
+      )
+      .run(key, value);
   }
 
   auditLog(): AuditRow[] {
