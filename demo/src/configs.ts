@@ -35,7 +35,7 @@ export function bridgeYaml(s: Settings): string {
     `resources:`,
     `  cpus: { max: 2, default: 1 }`,
     `  memoryGb: { max: 4, default: 2 }`,
-    `  gpus: { max: 0, default: 0 }`,
+    `  gpus: { max: 0, default: 0, gresName: gpu }`,
     `  hours: { max: 8, default: 2 }`,
     `session:`,
     `  runtime: bwrap`,
@@ -88,6 +88,15 @@ c.ConfigurableHTTPProxy.command = [${py(join(REPO, 'node_modules', 'configurable
 c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:${s.ports.proxyApi}'
 c.ConfigurableHTTPProxy.pid_file = ${py(join(s.state, 'hub', 'proxy.pid'))}
 c.JupyterHub.spawner_class = 'tre'
+
+
+async def tre_options_form(spawner):
+    # TreSpawner's own default is not registered as a traitlets default, so the form would
+    # not show; hand the hub the shim's form explicitly.
+    return await spawner._options_form()
+
+
+c.TreSpawner.options_form = tre_options_form
 c.TreSpawner.bridge_url = 'http://127.0.0.1:${s.ports.bridge}'
 c.TreSpawner.bridge_token_file = ${py(join(s.state, 'secrets', 'bridge-token'))}
 c.Spawner.default_url = '/lab'
