@@ -5,7 +5,7 @@
  *   ```sh site   needs an HPC site (Slurm, Apptainer, TLS, a real IdP): shown, not executed
  */
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, readdirSync, readFileSync, rmSync } from 'node:fs';
+import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { REPO } from './demo.js';
@@ -59,6 +59,28 @@ export function allBlocks(): Block[] {
   return documentedFiles().flatMap(shellBlocks);
 }
 
+/**
+ * A folder of the workspace CLIs, each as `node <its file>`: what `npm ci` links into
+ * node_modules/.bin, without depending on the execute bit of files built after it.
+ */
+function cliFolder(home: string): string {
+  const bin = join(home, 'bin');
+  mkdirSync(bin);
+  const root = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as {
+    workspaces: string[];
+  };
+  for (const w of root.workspaces) {
+    const pkg = JSON.parse(readFileSync(join(REPO, w, 'package.json'), 'utf8')) as {
+      bin?: Record<string, string>;
+    };
+    for (const [name, file] of Object.entries(pkg.bin ?? {})) {
+      const script = `#!/bin/sh\nexec ${JSON.stringify(process.execPath)} ${JSON.stringify(join(REPO, w, file))} "$@"\n`;
+      writeFileSync(join(bin, name), script, { mode: 0o755 });
+    }
+  }
+  return bin;
+}
+
 /** Runs a block with bash -euo pipefail from the repository root, in a fresh HOME. */
 export function runBlock(
   b: Block,
@@ -71,7 +93,7 @@ export function runBlock(
       env: {
         ...process.env,
         HOME: home,
-        PATH: `${join(REPO, 'node_modules', '.bin')}:${join(REPO, '.venv', 'bin')}:${process.env.PATH ?? ''}`,
+        PATH: `${cliFolder(home)}:${join(REPO, 'node_modules', '.bin')}:${join(REPO, '.venv', 'bin')}:${process.env.PATH ?? ''}`,
         ...env,
       },
       encoding: 'utf8',
