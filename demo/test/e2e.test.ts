@@ -153,7 +153,11 @@ describe('the README run command', () => {
     await page.click('form input[type="submit"], form button[type="submit"]');
     await page.waitForURL(/\/user\/researcher\/lab/, { timeout: 300_000 });
     await page.locator('.jp-LabShell, #jp-main-dock-panel').first().waitFor({ timeout: 120_000 });
-    await page.waitForTimeout(1500);
+    await page.locator('.jp-Launcher').first().waitFor({ timeout: 120_000 });
+    // JupyterLab asks once whether to fetch Jupyter news; a TRE session has no network anyway.
+    const noNews = page.getByRole('button', { name: 'No', exact: true });
+    if (await noNews.isVisible()) await noNews.click();
+    await page.waitForTimeout(1000);
     await shot(page, 'jupyterlab');
     // The desktop proxy takes a hub API token (header, or this cookie for browsers), not the
     // hub's login cookie: a launcher in JupyterLab is meant to set it.

@@ -48,11 +48,12 @@ export interface RunningDemo {
 }
 
 export async function startDemo(
-  opts: { state?: string; port?: number; timeoutMs?: number } = {},
+  opts: { state?: string; port?: number; timeoutMs?: number; args?: string[] } = {},
 ): Promise<RunningDemo> {
   const state = opts.state ?? mkdtempSync(join(tmpdir(), 'tre-demo-e2e-'));
   const port = opts.port ?? (await freePortBase());
-  const child = spawn('bash', ['-c', readmeRunCommand()], {
+  const command = [readmeRunCommand(), ...(opts.args ?? [])].join(' ');
+  const child = spawn('bash', ['-c', command], {
     cwd: REPO,
     env: { ...process.env, TRE_DEMO_STATE: state, TRE_DEMO_PORT: String(port) },
     stdio: ['ignore', 'pipe', 'pipe'],
