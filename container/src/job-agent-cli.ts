@@ -5,11 +5,13 @@
  * the environment). The job id comes from Slurm (SLURM_JOB_ID) or the bridge's local executor.
  */
 import { readFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Command } from 'commander';
 import pino from 'pino';
 import { JobAgent } from './agent.js';
 
-const program = new Command('tre-job-agent').description('TRE session job agent');
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
+const program = new Command('tre-job-agent').description('TRE session job agent').version(version);
 
 program
   .command('run')

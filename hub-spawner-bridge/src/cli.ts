@@ -2,12 +2,14 @@
 /** tre-bridge: run the hub-spawner-bridge, or create its API token file. */
 import { randomBytes } from 'node:crypto';
 import { writeFileSync } from 'node:fs';
+import { createRequire } from 'node:module';
 import { Command } from 'commander';
 import { loadConfig } from './config.js';
 import { BridgeError } from './errors.js';
 import { createLogger, startBridge } from './server.js';
 
-const program = new Command('tre-bridge').description('TRE hub-spawner-bridge');
+const { version } = createRequire(import.meta.url)('../package.json') as { version: string };
+const program = new Command('tre-bridge').description('TRE hub-spawner-bridge').version(version);
 
 program
   .command('serve')

@@ -1,0 +1,124 @@
+/** The configuration files of each service, written into the state folder on every start. */
+import { join } from 'node:path';
+import { OPERATOR, DEMO_USERS, REPO, pythonBasePrefix, type Settings } from './settings.js';
+
+const py = (s: string) => JSON.stringify(s);
+
+export function kmsYaml(s: Settings): string {
+  return [
+    `host: 127.0.0.1`,
+    `port: ${s.ports.kms}`,
+    `database: ${JSON.stringify(join(s.state, 'kms', 'kms.sqlite'))}`,
+    `auditKey: ${JSON.stringify(join(s.state, 'kms', 'audit-key.pem'))}`,
+    `agreementVersion: '2025-1'`,
+    `hub:`,
+    `  apiUrl: http://127.0.0.1:${s.ports.hubInternal}/hub/api`,
+    `  cacheSeconds: 30`,
+    `logLevel: info`,
+    '',
+  ].join('\n');
+}
+
+export function bridgeYaml(s: Settings): string {
+  const venvBin = join(s.venv, 'bin');
+  return [
+    `listen: { host: 127.0.0.1, port: ${s.ports.bridge} }`,
+    `gateway: { host: 127.0.0.1, port: ${s.ports.gateway} }`,
+    `database: bridge.sqlite`,
+    `apiTokenFile: ${JSON.stringify(join(s.state, 'secrets', 'bridge-token'))}`,
+    `executor: ${s.executor}`,
+    `slurm: { env: { SLURM_CONF: ${JSON.stringify(s.slurmConf)} } }`,
+    `logDir: logs`,
+    `agentCommand: ${JSON.stringify(`${s.node} ${join(REPO, 'container', 'dist', 'job-agent-cli.js')}`)}`,
+    `policy: { kmsUrl: http://127.0.0.1:${s.ports.kms} }`,
+    `pollIntervalMs: 500`,
+    `resources:`,
+    `  cpus: { max: 2, default: 1 }`,
+    `  memoryGb: { max: 4, default: 2 }`,
+    `  gpus: { max: 0, default: 0, gresName: gpu }`,
+    `  hours: { max: 8, default: 2 }`,
+    `session:`,
+    `  runtime: bwrap`,
+    `  dataRoot: ${JSON.stringify(join(s.state, 'bridge', 'data'))}`,
+    `  workRoot: ${JSON.stringify(join(s.state, 'bridge', 'jobs'))}`,
+    `  listenHost: 127.0.0.1`,
+    `  advertiseHost: 127.0.0.1`,
+    `  readOnlyPaths: ${JSON.stringify([s.venv, pythonBasePrefix(s.venv)])}`,
+    `  pathPrepend: ${JSON.stringify([venvBin])}`,
+    '',
+  ].join('\n');
+}
+
+/**
+ * JupyterHub: the TreSpawner, the KMS as a hub-managed service, and a password authenticator for
+ * the demo users only. The passwords file is read at login and compared in constant time.
+ */
+export function hubConfig(s: Settings): string {
+  const users = [...DEMO_USERS.map((u) => u.name), OPERATOR];
+  return `# Written by the TRE demo on every start; edits are overwritten.
+import hmac, json
+from jupyterhub.auth import Authenticator
+
+c = get_config()  # noqa: F821
+
+
+class DemoPasswordAuthenticator(Authenticator):
+    """Demo logins from a local file. Never for production: use an SSO authenticator."""
+
+    async def authenticate(self, handler, data):
+        with open(${py(join(s.state, 'secrets', 'demo-logins.json'))}, encoding='utf-8') as f:
+            logins = json.load(f)
+        name = (data.get('username') or '').strip()
+        given = (data.get('password') or '').encode()
+        expected = logins.get(name, '')
+        ok = hmac.compare_digest(given, expected.encode())
+        return name if ok and expected else None
+
+
+c.JupyterHub.authenticator_class = DemoPasswordAuthenticator
+c.Authenticator.allowed_users = set(${JSON.stringify(users)})
+c.Authenticator.admin_users = {${py(OPERATOR)}}
+c.JupyterHub.bind_url = 'http://127.0.0.1:${s.ports.hub}'
+c.JupyterHub.hub_bind_url = 'http://127.0.0.1:${s.ports.hubInternal}'
+c.JupyterHub.db_url = 'sqlite:///${join(s.state, 'hub', 'jupyterhub.sqlite')}'
+c.JupyterHub.cookie_secret_file = ${py(join(s.state, 'hub', 'cookie_secret'))}
+c.JupyterHub.pid_file = ${py(join(s.state, 'hub', 'jupyterhub.pid'))}
+c.JupyterHub.cleanup_servers = True
+c.ConfigurableHTTPProxy.command = [${py(join(REPO, 'node_modules', 'configurable-http-proxy', 'bin', 'configurable-http-proxy'))}]
+c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:${s.ports.proxyApi}'
+c.ConfigurableHTTPProxy.pid_file = ${py(join(s.state, 'hub', 'proxy.pid'))}
+c.JupyterHub.spawner_class = 'tre'
+
+
+async def tre_options_form(spawner):
+    # TreSpawner's own default is not registered as a traitlets default, so the form would
+    # not show; hand the hub the shim's form explicitly.
+    return await spawner._options_form()
+
+
+c.TreSpawner.options_form = tre_options_form
+c.TreSpawner.bridge_url = 'http://127.0.0.1:${s.ports.bridge}'
+c.TreSpawner.bridge_token_file = ${py(join(s.state, 'secrets', 'bridge-token'))}
+c.Spawner.default_url = '/lab'
+c.Spawner.start_timeout = 240
+c.Spawner.http_timeout = 120
+with open(${py(join(s.state, 'secrets', 'demo-service-token'))}, encoding='utf-8') as f:
+    demo_token = f.read().strip()
+c.JupyterHub.services = [
+    {
+        'name': 'kms',
+        'url': 'http://127.0.0.1:${s.ports.kms}',
+        'command': [${py(s.node)}, ${py(join(REPO, 'kms-service', 'dist', 'cli.js'))}, 'serve', '--config', ${py(join(s.state, 'kms', 'kms.yaml'))}],
+    },
+    {'name': 'tre-demo', 'api_token': demo_token},
+]
+c.JupyterHub.load_roles = [
+    {'name': 'kms', 'scopes': ['read:users'], 'services': ['kms']},
+    {
+        'name': 'tre-demo',
+        'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers', 'read:users'],
+        'services': ['tre-demo'],
+    },
+]
+`;
+}
