@@ -6,7 +6,6 @@ import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
-import * as OpenApiValidator from 'express-openapi-validator';
 import type { Logger } from 'pino';
 import { exportLines } from './audit.js';
 import { Egress } from './egress.js';
@@ -15,6 +14,7 @@ import { KmsError } from './errors.js';
 import { HubUnavailableError, tokenFromHeader, type Authenticator } from './hub-auth.js';
 import type { HubUser, Kms } from './kms.js';
 import type { Metrics } from './metrics.js';
+import { OpenApiValidator, RequestValidationError } from './openapi.js';
 
 export const OPENAPI_PATH = fileURLToPath(new URL('../openapi.yaml', import.meta.url));
 
@@ -165,21 +165,59 @@ export function createApp(opts: AppOptions): express.Express {
   });
 
   app.use(express.json({ limit: '2mb', type: () => true }));
-  app.use(
-    OpenApiValidator.middleware({
-      apiSpec: OPENAPI_PATH,
-      validateRequests: { allowUnknownQueryParameters: false, coerceTypes: true },
-      validateResponses: false,
-      validateSecurity: false,
-      ignoreUndocumented: false,
-      ignorePaths: /^\/(healthz|metrics|openapi\.yaml)$/,
-    }),
-  );
+  app.use(new OpenApiValidator(specText).middleware());
 
   const r = express.Router();
+  const egress = new Egress(kms);
   r.get(
     '/me',
     h((req, res) => res.json(kms.me(user(req)))),
+  );
+  r.get(
+    '/me/projects',
+    h((req, res) => res.json(kms.myProjects(user(req)))),
+  );
+  r.get(
+    '/me/reviews',
+    h((req, res) => res.json(egress.myReviews(user(req)))),
+  );
+  r.post(
+    '/audit/events',
+    h((req, res) => res.status(201).json(kms.appendAuditEvents(user(req), req.body.events))),
+  );
+  r.post(
+    '/projects/:projectId/audit/fs-events',
+    h((req, res) =>
+      res
+        .status(201)
+        .json(
+          kms.appendFsEvents(user(req), param(req, 'projectId'), req.body.events, req.body.session),
+        ),
+    ),
+  );
+  r.post(
+    '/projects/:projectId/files/confirm',
+    h((req, res) =>
+      res.json(kms.confirmFiles(user(req), param(req, 'projectId'), req.body.fileIds)),
+    ),
+  );
+  r.post(
+    '/projects/:projectId/files/destroy',
+    h((req, res) =>
+      res.json(kms.destroyFiles(user(req), param(req, 'projectId'), req.body.fileIds)),
+    ),
+  );
+  r.post(
+    '/projects/:projectId/files/:fileId/confirm',
+    h((req, res) =>
+      res.json(kms.confirmFiles(user(req), param(req, 'projectId'), [param(req, 'fileId')])),
+    ),
+  );
+  r.delete(
+    '/projects/:projectId/files/:fileId',
+    h((req, res) =>
+      res.json(kms.destroyFiles(user(req), param(req, 'projectId'), [param(req, 'fileId')])),
+    ),
   );
   r.put(
     '/me',
@@ -338,7 +376,11 @@ export function createApp(opts: AppOptions): express.Express {
   r.post(
     '/projects/:projectId/files',
     h((req, res) =>
-      res.status(201).json(kms.registerFiles(user(req), param(req, 'projectId'), req.body.files)),
+      res
+        .status(201)
+        .json(
+          kms.registerFiles(user(req), param(req, 'projectId'), req.body.files, req.body.state),
+        ),
     ),
   );
   r.get(
@@ -377,7 +419,7 @@ export function createApp(opts: AppOptions): express.Express {
       res.json(kms.releaseReviewKey(user(req), param(req, 'projectId'), param(req, 'fileId'))),
     ),
   );
-  egressRoutes(r, new Egress(kms), h);
+  egressRoutes(r, egress, h);
   app.use('/v1', r);
 
   // Express 5 needs all four parameters to recognise an error handler.
@@ -393,6 +435,15 @@ export function createApp(opts: AppOptions): express.Express {
           code: err.code,
           message: err.message,
           ...(err.reason ? { reason: err.reason } : {}),
+        },
+      });
+      return;
+    }
+    if (err instanceof RequestValidationError) {
+      res.status(err.status).json({
+        error: {
+          code: codeFor(err.status),
+          message: err.errors.length > 0 ? validationMessage(err) : err.message,
         },
       });
       return;

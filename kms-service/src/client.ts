@@ -152,6 +152,66 @@ export interface EgressFileKey {
   wrapped: WrappedKey;
 }
 
+/** One of my projects, as `GET /v1/me/projects` describes it. */
+export interface MyProjectView {
+  id: string;
+  title: string;
+  pi: string;
+  role: Role;
+  /** Every role I hold in the project (today exactly one). */
+  roles: Role[];
+  state: 'proposed' | 'active' | 'closed';
+  consent: {
+    complete: boolean;
+    dataOwners: Array<{ username: string; consentedAt: string | null }>;
+  };
+  /** My access window; `open` says whether now lies inside it. */
+  window: { validFrom: string | null; validUntil: string | null; open: boolean };
+  epoch: number;
+  rotationDue: boolean;
+  /** A project key of the current epoch is wrapped to my current KEK. */
+  keyWrapped: boolean;
+  /** What the policy would answer to a project-key release now, with the failed condition. */
+  keyRelease: { allowed: boolean; reason: string | null };
+  /** My own grant waiting for a key holder, if any. */
+  awaitingGrant: { id: number; epoch: number } | null;
+  /** Pending grants of others that I can complete (I hold the key and the policy allows it). */
+  grantsToComplete: GrantView[];
+}
+
+/** An egress request waiting for me as a reviewer (`GET /v1/me/reviews`). */
+export interface MyReviewView {
+  projectId: string;
+  projectTitle: string;
+  id: number;
+  title: string;
+  requester: string;
+  state: EgressState;
+  round: number;
+  updatedAt: string;
+  files: number;
+  /** vote: I have not voted on every file of this round; decide: approve, return or reject. */
+  todo: 'vote' | 'decide';
+}
+
+export interface FsEventInput {
+  op: 'open' | 'create' | 'rename' | 'unlink';
+  path: string;
+  to?: string;
+  pid: number;
+  exe: string;
+  time: string;
+}
+
+export interface ServiceAuditEvent {
+  /** Namespaced, e.g. `ingress.confirm`. */
+  action: string;
+  object: string;
+  result?: string;
+  /** The person on whose behalf the service acted. */
+  user?: string;
+}
+
 export interface RecoveryView {
   id: number;
   state: 'open' | 'ready' | 'cancelled';
@@ -220,6 +280,12 @@ export class KmsClient {
 
   me(): Promise<MeView> {
     return this.call('GET', '/v1/me');
+  }
+  myProjects(): Promise<MyProjectView[]> {
+    return this.call('GET', '/v1/me/projects');
+  }
+  myReviews(): Promise<MyReviewView[]> {
+    return this.call('GET', '/v1/me/reviews');
   }
   register(organisation: string, email?: string): Promise<MeView> {
     return this.call('PUT', '/v1/me', { organisation, ...(email ? { email } : {}) });
@@ -331,8 +397,54 @@ export class KmsClient {
   ): Promise<{ id: number; state: 'completed' }> {
     return this.call('POST', `/v1/projects/${enc(id)}/grants/${grantId}`, { wrapped });
   }
-  registerFiles(id: string, files: FileRegistration[]): Promise<{ registered: number }> {
-    return this.call('POST', `/v1/projects/${enc(id)}/files`, { files });
+  /** `state: 'pending'` (ingress): no key is released until a trusted service confirms. */
+  registerFiles(
+    id: string,
+    files: FileRegistration[],
+    opts: { state?: 'pending' | 'visible' } = {},
+  ): Promise<{ registered: number; state: 'pending' | 'visible' }> {
+    return this.call('POST', `/v1/projects/${enc(id)}/files`, {
+      files,
+      ...(opts.state ? { state: opts.state } : {}),
+    });
+  }
+  /** Trusted service or hub admin: the staged files are confirmed; their keys become releasable. */
+  confirmFiles(
+    id: string,
+    fileIds: string[],
+  ): Promise<{ confirmed: number; alreadyVisible: number }> {
+    return this.call('POST', `/v1/projects/${enc(id)}/files/confirm`, { fileIds });
+  }
+  confirmFile(id: string, fileId: string): Promise<{ confirmed: number; alreadyVisible: number }> {
+    return this.call('POST', `/v1/projects/${enc(id)}/files/${enc(fileId)}/confirm`);
+  }
+  /** Trusted service (pending files only) or hub admin: shreds the files' wrapped DEKs. */
+  destroyFiles(
+    id: string,
+    fileIds: string[],
+  ): Promise<{ destroyed: number; alreadyDestroyed: number; shredded: number }> {
+    return this.call('POST', `/v1/projects/${enc(id)}/files/destroy`, { fileIds });
+  }
+  destroyFile(
+    id: string,
+    fileId: string,
+  ): Promise<{ destroyed: number; alreadyDestroyed: number; shredded: number }> {
+    return this.call('DELETE', `/v1/projects/${enc(id)}/files/${enc(fileId)}`);
+  }
+  /** A batch (at most 1,000) of a session's filesystem events, for the audit log. */
+  appendFsEvents(
+    id: string,
+    events: FsEventInput[],
+    session?: string,
+  ): Promise<{ appended: number; seq: number }> {
+    return this.call('POST', `/v1/projects/${enc(id)}/audit/fs-events`, {
+      events,
+      ...(session ? { session } : {}),
+    });
+  }
+  /** Trusted service or hub admin: its own audit events (at most 1,000 a call). */
+  appendAuditEvents(events: ServiceAuditEvent[]): Promise<{ appended: number; seq: number }> {
+    return this.call('POST', '/v1/audit/events', { events });
   }
   fileKey(id: string, fileId: string): Promise<FileKeyRelease> {
     return this.call('GET', `/v1/projects/${enc(id)}/files/${enc(fileId)}/key`);

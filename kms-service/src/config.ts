@@ -13,7 +13,10 @@ export interface Config {
   auditKey: string;
   checkpointEvery: number;
   agreementVersion: string;
-  hub: { apiUrl: string; apiToken?: string; cacheSeconds: number };
+  /** `services`: hub services trusted to confirm or destroy staged files and append audit events. */
+  hub: { apiUrl: string; apiToken?: string; cacheSeconds: number; services: string[] };
+  /** The hub proxy's prefix for this service (JUPYTERHUB_SERVICE_PREFIX, e.g. /services/kms/). */
+  servicePrefix?: string;
   metricsToken?: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
 }
@@ -80,6 +83,7 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       'hub',
       'metricsToken',
       'logLevel',
+      'servicePrefix',
     ];
     for (const k of Object.keys(raw)) {
       if (!known.includes(k)) throw new ConfigError(`unknown setting ${k} in ${file}`);
@@ -124,6 +128,26 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
   }
   const apiToken =
     str(env.JUPYTERHUB_API_TOKEN, 'JUPYTERHUB_API_TOKEN') ?? str(hubRaw.apiToken, 'hub.apiToken');
+  const servicesRaw =
+    str(env.TRE_KMS_HUB_SERVICES, 'TRE_KMS_HUB_SERVICES')
+      ?.split(',')
+      .map((x) => x.trim()) ??
+    hubRaw.services ??
+    [];
+  if (
+    !Array.isArray(servicesRaw) ||
+    servicesRaw.some((s) => typeof s !== 'string' || !/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(s))
+  ) {
+    throw new ConfigError('hub.services must be a list of hub service names');
+  }
+  const prefixRaw =
+    str(env.JUPYTERHUB_SERVICE_PREFIX, 'JUPYTERHUB_SERVICE_PREFIX') ??
+    str(raw.servicePrefix, 'servicePrefix');
+  if (prefixRaw !== undefined && !/^\/[A-Za-z0-9._~/-]*$/.test(prefixRaw)) {
+    throw new ConfigError('the service prefix must be an absolute URL path');
+  }
+  const servicePrefix =
+    prefixRaw === undefined || prefixRaw === '/' ? undefined : prefixRaw.replace(/\/*$/, '/');
   const metricsToken =
     str(env.TRE_KMS_METRICS_TOKEN, 'TRE_KMS_METRICS_TOKEN') ??
     str(raw.metricsToken, 'metricsToken');
@@ -145,7 +169,9 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       apiUrl,
       ...(apiToken ? { apiToken } : {}),
       cacheSeconds: int(hubRaw.cacheSeconds, 'hub.cacheSeconds', 0, 3600) ?? 30,
+      services: servicesRaw as string[],
     },
+    ...(servicePrefix ? { servicePrefix } : {}),
     ...(metricsToken ? { metricsToken } : {}),
     logLevel: logLevel as Config['logLevel'],
   };

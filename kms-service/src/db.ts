@@ -212,6 +212,11 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
 `,
   },
   { version: 2, name: 'egress requests', sql: EGRESS_SCHEMA },
+  {
+    version: 3,
+    name: 'file states (pending until the ingress confirms)',
+    sql: `ALTER TABLE files ADD COLUMN state TEXT NOT NULL DEFAULT 'visible' CHECK (state IN ('pending', 'visible', 'destroyed'));`,
+  },
 ];
 
 export function schemaVersion(db: Db): number {

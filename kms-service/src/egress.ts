@@ -11,7 +11,13 @@
 import type { WrappedKey } from '@tre/crypto';
 import { badRequest, conflict, KmsError, notFound } from './errors.js';
 import { wrappedJson, type HubUser, type Kms } from './kms.js';
-import { EGRESS_REVIEWER_ROLES, type EgressAction, type EgressState, type Role } from './policy.js';
+import {
+  EGRESS_REVIEWER_ROLES,
+  IN_REVIEW,
+  type EgressAction,
+  type EgressState,
+  type Role,
+} from './policy.js';
 import type { EgressFileRow, EgressRow, EgressStore } from './store/egress.js';
 import { ACRO_DEFAULTS, type FileCheck, type SdcParameters, type Verdict } from './sdc/check.js';
 
@@ -193,6 +199,54 @@ export class Egress {
         updatedAt: r.updated_at,
         mine: r.requester === user.name,
       }));
+  }
+
+  /**
+   * Every egress request, in any of the caller's projects, on which the caller as a reviewer
+   * has something to do now: vote on the files of the current round, or (once reviewed)
+   * approve, return or reject. Requests the policy would refuse them (window ended, training
+   * expired, ...) are left out.
+   */
+  myReviews(user: HubUser) {
+    const { subject } = this.kms.authorize(user, 'self');
+    const out = [];
+    for (const { project, member } of this.kms.projects.membershipsOf(user.name)) {
+      if (!EGRESS_REVIEWER_ROLES.includes(member.role)) continue;
+      for (const r of this.store.list(project.id)) {
+        if (r.requester === user.name || !IN_REVIEW.includes(r.state)) continue;
+        const facts = { requester: r.requester, state: r.state };
+        const files = this.store.files(r.id);
+        const votes = this.store.votes(r.id, r.round);
+        const voted = files.every((f) =>
+          votes.some((v) => v.file_id === f.file_id && v.reviewer === user.name),
+        );
+        const todo: 'vote' | 'decide' | null = !voted
+          ? this.kms.wouldAllow(subject, 'egress.vote', project, member, facts).allowed
+            ? 'vote'
+            : null
+          : r.state === 'reviewed' &&
+              this.kms.wouldAllow(subject, 'egress.approve', project, member, facts).allowed
+            ? 'decide'
+            : null;
+        if (!todo) continue;
+        out.push({
+          projectId: project.id,
+          projectTitle: project.title,
+          id: r.id,
+          title: r.title,
+          requester: r.requester,
+          state: r.state,
+          round: r.round,
+          updatedAt: r.updated_at,
+          files: files.length,
+          todo,
+        });
+      }
+    }
+    this.kms.transaction(() =>
+      this.kms.log(user.name, 'me.reviews', `person:${user.name} requests:${out.length}`),
+    );
+    return out;
   }
 
   get(user: HubUser, projectId: string, id: number) {

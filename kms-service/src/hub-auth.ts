@@ -24,6 +24,8 @@ export interface HubAuthOptions {
   /** The KMS's own service token, used only to read a user's admin flag when the model lacks it. */
   apiToken?: string;
   cacheSeconds?: number;
+  /** Hub services whose tokens the KMS accepts (as services, never as people), e.g. the ingress. */
+  services?: readonly string[];
   timeoutMs?: number;
   now?: () => number;
 }
@@ -61,13 +63,20 @@ export class HubAuthenticator implements Authenticator {
     if (hit && hit.expires > this.now()) return hit.user;
     if (hit) this.cache.delete(key);
     const model = await this.get('/user', token);
-    if (model === null || typeof model.name !== 'string' || model.kind === 'service') return null;
+    if (model === null || typeof model.name !== 'string') return null;
+    if (model.kind === 'service') {
+      if (!this.opts.services?.includes(model.name)) return null;
+      return this.remember(key, { name: model.name, admin: false, service: true });
+    }
     let admin = model.admin;
     if (typeof admin !== 'boolean' && this.opts.apiToken) {
       const full = await this.get(`/users/${encodeURIComponent(model.name)}`, this.opts.apiToken);
       admin = full?.admin;
     }
-    const user: HubUser = { name: model.name, admin: admin === true };
+    return this.remember(key, { name: model.name, admin: admin === true });
+  }
+
+  private remember(key: string, user: HubUser): HubUser {
     if (this.ttl > 0) {
       if (this.cache.size >= MAX_CACHE) this.cache.clear();
       this.cache.set(key, { user, expires: this.now() + this.ttl });

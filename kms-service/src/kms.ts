@@ -23,7 +23,7 @@ import {
   type TrainingKind,
 } from './policy.js';
 import { EgressStore } from './store/egress.js';
-import { FileStore } from './store/files.js';
+import { FileStore, type FileRow } from './store/files.js';
 import { KeyStore } from './store/keys.js';
 import { NotificationStore, type NotificationKind } from './store/notifications.js';
 import { ProjectStore, type MemberRow, type ProjectRow } from './store/projects.js';
@@ -34,7 +34,22 @@ import { VaultStore } from './store/vault.js';
 export interface HubUser {
   name: string;
   admin: boolean;
+  /** A trusted hub service (e.g. the ingress), not a person; audit entries name it `service:<name>`. */
+  service?: boolean;
 }
+
+/** What a session's filesystem (trefs) reports, batched. */
+export interface FsEvent {
+  op: 'open' | 'create' | 'rename' | 'unlink';
+  path: string;
+  /** The new path of a rename. */
+  to?: string;
+  pid: number;
+  exe: string;
+  time: string;
+}
+
+export type FileState = 'pending' | 'visible' | 'destroyed';
 
 export interface KmsOptions {
   agreementVersion: string;
@@ -127,11 +142,54 @@ export class Kms {
     this.audit.append({ actor, action, object, result });
   }
 
+  /** The audit log's name for who acts: services are kept apart from people of the same name. */
+  actor(user: HubUser): string {
+    return user.service ? `service:${user.name}` : user.name;
+  }
+
   subject(user: HubUser): Subject {
+    if (user.service) return { username: user.name, admin: false, service: true };
     const person = this.people.facts(user.name);
     return person
       ? { username: user.name, admin: user.admin, person }
       : { username: user.name, admin: user.admin };
+  }
+
+  /** The policy's view of a project, the asker's membership and the egress request acted on. */
+  facts(
+    project: ProjectRow,
+    member: MemberRow | undefined,
+    egress?: { requester: string; state: EgressState },
+  ): ProjectFacts {
+    return {
+      closed: project.closed_at !== null,
+      consented: this.projects.consented(project.id),
+      ...(member
+        ? {
+            membership: {
+              role: member.role,
+              validFrom: member.valid_from,
+              validUntil: member.valid_until,
+            },
+          }
+        : {}),
+      ...(egress ? { egress: { requester: egress.requester, state: egress.state } } : {}),
+    };
+  }
+
+  /** The policy's answer without logging or throwing: for listings of what a caller may do. */
+  wouldAllow(
+    subject: Subject,
+    action: Action,
+    project: ProjectRow,
+    member: MemberRow | undefined,
+    egress?: { requester: string; state: EgressState },
+  ): { allowed: boolean; reason: string | null } {
+    const d = decide(action, subject, this.facts(project, member, egress), {
+      now: this.now(),
+      agreementVersion: this.agreementVersion,
+    });
+    return d.allow ? { allowed: true, reason: null } : { allowed: false, reason: d.reason };
   }
 
   /** Asks the policy; a denial is audit-logged and thrown. `egress` names the request acted on. */
@@ -142,28 +200,13 @@ export class Kms {
     egress?: { id: number; requester: string; state: EgressState },
   ): Authorized {
     const subject = this.subject(user);
-    let facts: ProjectFacts | null | undefined;
     let project: ProjectRow | undefined;
     let member: MemberRow | undefined;
+    let facts: ProjectFacts | null | undefined;
     if (projectId !== undefined) {
       project = this.projects.get(projectId);
-      member = project ? this.projects.member(projectId, user.name) : undefined;
-      facts = project
-        ? {
-            closed: project.closed_at !== null,
-            consented: this.projects.consented(projectId),
-            ...(member
-              ? {
-                  membership: {
-                    role: member.role,
-                    validFrom: member.valid_from,
-                    validUntil: member.valid_until,
-                  },
-                }
-              : {}),
-            ...(egress ? { egress: { requester: egress.requester, state: egress.state } } : {}),
-          }
-        : null;
+      member = project && !user.service ? this.projects.member(projectId, user.name) : undefined;
+      facts = project ? this.facts(project, member, egress) : null;
     }
     const d = decide(action, subject, facts, {
       now: this.now(),
@@ -175,7 +218,7 @@ export class Kms {
         projectId === undefined
           ? `person:${user.name}`
           : `project:${projectId}${egress ? ` egress:${egress.id} state:${egress.state}` : ''}`;
-      this.tx(() => this.log(user.name, action, object, `denied:${d.reason}`));
+      this.tx(() => this.log(this.actor(user), action, object, `denied:${d.reason}`));
       throw new KmsError(d.status, 'forbidden', d.message, d.reason);
     }
     this.onDecision(action, 'allow');
@@ -185,6 +228,7 @@ export class Kms {
   // ---- people -------------------------------------------------------------------------------
 
   me(user: HubUser) {
+    this.authorize(user, 'self');
     const p = this.people.get(user.name);
     const kek = p ? this.people.currentKek(user.name) : undefined;
     return {
@@ -686,6 +730,7 @@ export class Kms {
     user: HubUser,
     id: string,
     files: Array<{ fileId: string; size: number; sha256: string; epoch: number; wrapped: unknown }>,
+    state: 'pending' | 'visible' = 'visible',
   ) {
     const { project } = this.authorize(user, 'file.register', id);
     const p = project!;
@@ -711,6 +756,7 @@ export class Kms {
         size: f.size,
         sha256: f.sha256.toLowerCase(),
         wrapped: json,
+        state,
       };
     });
     if (new Set(rows.map((r) => r.file_id)).size !== rows.length) {
@@ -726,10 +772,10 @@ export class Kms {
       this.log(
         user.name,
         'file.register',
-        `project:${id} epoch:${p.epoch} files:${rows.length} first:${rows[0]!.file_id}`,
+        `project:${id} epoch:${p.epoch} files:${rows.length} first:${rows[0]!.file_id}${state === 'pending' ? ' state:pending' : ''}`,
       );
     });
-    return { registered: rows.length };
+    return { registered: rows.length, state };
   }
 
   private projectFile(id: string, fileId: string) {
@@ -738,9 +784,19 @@ export class Kms {
     return f;
   }
 
+  /** No key of a file the ingress has not confirmed leaves the KMS, by any endpoint. */
+  private refusePending(user: HubUser, action: string, id: string, f: FileRow): void {
+    if (f.state !== 'pending') return;
+    this.tx(() =>
+      this.log(user.name, action, `project:${id} file:${f.file_id}`, 'denied:file_pending'),
+    );
+    throw conflict('file_pending', `file ${f.file_id} awaits confirmation of its ingress`);
+  }
+
   releaseFileKey(user: HubUser, id: string, fileId: string) {
     this.authorize(user, 'file_key.release', id);
     const f = this.projectFile(id, fileId);
+    this.refusePending(user, 'file_key.release', id, f);
     if (f.wrapped === null) throw notFound(`key of file ${fileId}`);
     this.tx(() => this.log(user.name, 'file_key.release', `project:${id} file:${f.file_id}`));
     return {
@@ -811,10 +867,178 @@ export class Kms {
   releaseReviewKey(user: HubUser, id: string, fileId: string) {
     this.authorize(user, 'review_key.release', id);
     const f = this.projectFile(id, fileId);
+    this.refusePending(user, 'review_key.release', id, f);
     const r = this.files.recipient(f.file_id, user.name);
     if (!r) throw notFound(`review key of file ${fileId} for ${user.name}`);
     this.tx(() => this.log(user.name, 'review_key.release', `project:${id} file:${f.file_id}`));
     return { fileId: f.file_id, purpose: r.purpose, wrapped: JSON.parse(r.wrapped) as WrappedKey };
+  }
+
+  private projectFiles(id: string, fileIds: readonly string[]): FileRow[] {
+    const ids = fileIds.map((f) => f.toLowerCase());
+    if (new Set(ids).size !== ids.length)
+      throw badRequest('duplicate_file', 'a file id appears twice');
+    return ids.map((f) => this.projectFile(id, f));
+  }
+
+  /** The ingress confirmed these staged files: their DEKs become releasable. Idempotent. */
+  confirmFiles(user: HubUser, id: string, fileIds: readonly string[]) {
+    this.authorize(user, 'file.confirm', id);
+    const files = this.projectFiles(id, fileIds);
+    const gone = files.find((f) => f.state === 'destroyed');
+    if (gone) throw conflict('file_destroyed', `the key of file ${gone.file_id} was destroyed`);
+    const pending = files.filter((f) => f.state === 'pending');
+    const actor = this.actor(user);
+    this.tx(() => {
+      for (const f of pending) {
+        this.files.confirm(f.file_id);
+        this.log(actor, 'file.confirm', `project:${id} file:${f.file_id} state:visible`);
+      }
+    });
+    return { confirmed: pending.length, alreadyVisible: files.length - pending.length };
+  }
+
+  /**
+   * Destroys files' wrapped DEKs (ingress rejection). A service may destroy only files still
+   * pending; a hub admin any. secure_delete plus a WAL checkpoint overwrite the bytes.
+   */
+  destroyFiles(user: HubUser, id: string, fileIds: readonly string[]) {
+    this.authorize(user, 'file.destroy', id);
+    const files = this.projectFiles(id, fileIds);
+    if (user.service) {
+      const visible = files.find((f) => f.state === 'visible');
+      if (visible) {
+        throw conflict('not_pending', `file ${visible.file_id} was confirmed; ask a hub admin`);
+      }
+    }
+    const live = files.filter((f) => f.state !== 'destroyed');
+    const actor = this.actor(user);
+    const shredded = this.tx(() => {
+      let n = 0;
+      for (const f of live) {
+        const k = this.files.destroy(f.file_id);
+        n += k;
+        this.log(
+          actor,
+          'file.destroy',
+          `project:${id} file:${f.file_id} from:${f.state} state:destroyed shredded:${k}`,
+        );
+      }
+      return n;
+    });
+    if (live.length > 0) this.db.pragma('wal_checkpoint(TRUNCATE)');
+    return { destroyed: live.length, alreadyDestroyed: files.length - live.length, shredded };
+  }
+
+  // ---- what a caller may do ----------------------------------------------------------------
+
+  /**
+   * The caller's projects, each with what the JupyterLab picker and the spawner's form need:
+   * role, state, consent, window, epoch, whether a key is wrapped to the caller's current KEK,
+   * the policy's answer for a key release, and the grants the caller could complete.
+   */
+  myProjects(user: HubUser) {
+    const { subject } = this.authorize(user, 'self');
+    const kek = this.people.currentKek(user.name);
+    const now = this.now().getTime();
+    const list = this.projects.membershipsOf(user.name).map(({ project: p, member: m }) => {
+      const members = this.projects.members(p.id);
+      const owners = members.filter((x) => x.role === 'data_owner');
+      const consented = owners.length > 0 && owners.every((o) => o.consented_at !== null);
+      const wrap = p.epoch > 0 ? this.keys.wrap(p.id, p.epoch, user.name) : undefined;
+      const canGrant =
+        wrap !== undefined && this.wouldAllow(subject, 'grant.complete', p, m).allowed;
+      const pending = this.keys.pendingGrants(p.id);
+      const mine = pending.find((g) => g.username === user.name);
+      const from = m.valid_from === null ? -Infinity : Date.parse(m.valid_from);
+      const until = m.valid_until === null ? Infinity : Date.parse(m.valid_until);
+      return {
+        id: p.id,
+        title: p.title,
+        pi: p.pi,
+        role: m.role,
+        roles: [m.role],
+        state: p.closed_at !== null ? 'closed' : consented ? 'active' : 'proposed',
+        consent: {
+          complete: consented,
+          dataOwners: owners.map((o) => ({ username: o.username, consentedAt: o.consented_at })),
+        },
+        window: {
+          validFrom: m.valid_from,
+          validUntil: m.valid_until,
+          open: from <= now && now < until,
+        },
+        epoch: p.epoch,
+        rotationDue: p.rotation_due === 1,
+        keyWrapped: wrap !== undefined && kek !== undefined && wrap.kek_kid === kek.kid,
+        keyRelease: this.wouldAllow(subject, 'project_key.release', p, m),
+        awaitingGrant: mine ? { id: mine.id, epoch: mine.epoch } : null,
+        grantsToComplete: canGrant
+          ? pending
+              .filter((g) => g.username !== user.name && g.epoch === p.epoch)
+              .map((g) => {
+                const k = this.people.currentKek(g.username);
+                return {
+                  id: g.id,
+                  username: g.username,
+                  role: members.find((x) => x.username === g.username)?.role ?? null,
+                  epoch: g.epoch,
+                  createdAt: g.created_at,
+                  kek: k ? { kid: k.kid, kem: k.kem, publicKey: k.public_key } : null,
+                };
+              })
+          : [],
+      };
+    });
+    this.tx(() =>
+      this.log(user.name, 'me.projects', `person:${user.name} projects:${list.length}`),
+    );
+    return list;
+  }
+
+  // ---- audit events from the TRE's other parts ----------------------------------------------
+
+  /**
+   * A session's filesystem events (from trefs), one audit entry each, in one transaction. The
+   * path is stored as given: an audit trail that cannot say which file was opened cannot answer
+   * an investigation, and names inside a project are the same metadata the KMS already keeps
+   * for egress manifests; the log is readable by hub admins only.
+   */
+  appendFsEvents(user: HubUser, id: string, events: readonly FsEvent[], session?: string) {
+    this.authorize(user, 'audit.fs_events', id);
+    const seq = this.tx(() => {
+      for (const e of events) {
+        const to = e.to === undefined ? '' : ` to:${JSON.stringify(e.to)}`;
+        this.log(
+          user.name,
+          `fs.${e.op}`,
+          `project:${id} path:${JSON.stringify(e.path)}${to} pid:${e.pid} exe:${JSON.stringify(e.exe)} at:${iso(e.time, 'time')!}${session ? ` session:${session}` : ''}`,
+        );
+      }
+      return this.audit.head().seq;
+    });
+    return { appended: events.length, seq };
+  }
+
+  /** A trusted service's own audit events (e.g. the ingress workflow), under `service:<name>`. */
+  appendAuditEvents(
+    user: HubUser,
+    events: ReadonlyArray<{ action: string; object: string; result?: string; user?: string }>,
+  ) {
+    this.authorize(user, 'audit.append');
+    const actor = this.actor(user);
+    const seq = this.tx(() => {
+      for (const e of events) {
+        this.log(
+          actor,
+          e.action,
+          e.user ? `${e.object} user:${e.user}` : e.object,
+          e.result ?? 'ok',
+        );
+      }
+      return this.audit.head().seq;
+    });
+    return { appended: events.length, seq };
   }
 
   // ---- vault --------------------------------------------------------------------------------

@@ -28,6 +28,10 @@ export type Action =
   | 'file_key.release'
   | 'file.add_recipient'
   | 'review_key.release'
+  | 'audit.fs_events'
+  | 'audit.append'
+  | 'file.confirm'
+  | 'file.destroy'
   | EgressAction;
 
 /** Egress (Safe Outputs) actions: one per transition or read of a request. */
@@ -76,7 +80,9 @@ export type DenyReason =
   | 'outside_window'
   | 'not_requester'
   | 'self_review'
-  | 'wrong_state';
+  | 'wrong_state'
+  | 'service_required'
+  | 'user_required';
 
 interface ProjectRule {
   roles: readonly Role[];
@@ -107,6 +113,13 @@ interface Rule {
   people: boolean;
   admin?: boolean;
   trustee?: boolean;
+  /**
+   * A trusted hub service (or a hub admin) acts, not a person: the ingress confirming or
+   * destroying the files it staged, or appending its own audit events. With `project`, only
+   * the project's existence and (if `open`) that it is not closed are checked: a service is no
+   * member.
+   */
+  service?: boolean;
   project?: ProjectRule;
   egress?: EgressRule;
 }
@@ -114,7 +127,7 @@ interface Rule {
 const KEY_HOLDERS: readonly Role[] = ['pi', 'researcher', 'data_owner'];
 /** The egress reviewers: PI and data owner review every request (four eyes). */
 export const EGRESS_REVIEWER_ROLES: readonly Role[] = ['pi', 'data_owner'];
-const IN_REVIEW: readonly EgressState[] = ['submitted', 'partially_reviewed', 'reviewed'];
+export const IN_REVIEW: readonly EgressState[] = ['submitted', 'partially_reviewed', 'reviewed'];
 const OPEN_EGRESS: readonly EgressState[] = ['draft', 'returned', ...IN_REVIEW];
 
 /** An egress action inside a live, consented project, within the member's window. */
@@ -190,6 +203,23 @@ export const RULES: Readonly<Record<Action, Rule>> = {
     people: true,
     project: { roles: ['pi', 'data_owner', 'reviewer'], open: true, consented: true, window: true },
   },
+  // Events describe what a session already did: they are taken from any key holder of the
+  // project, also just after their window ended or the project closed, so no evidence is lost.
+  'audit.fs_events': {
+    people: false,
+    project: { roles: KEY_HOLDERS, open: false, consented: false, window: false },
+  },
+  'audit.append': { people: false, service: true },
+  'file.confirm': {
+    people: false,
+    service: true,
+    project: { roles: [], open: true, consented: false, window: false },
+  },
+  'file.destroy': {
+    people: false,
+    service: true,
+    project: { roles: [], open: false, consented: false, window: false },
+  },
   'egress.create': egressRule(KEY_HOLDERS),
   'egress.list': egressRule(KEY_HOLDERS),
   'egress.read': egressRule(KEY_HOLDERS, {
@@ -222,6 +252,8 @@ export interface PersonFacts {
 export interface Subject {
   username: string;
   admin: boolean;
+  /** A trusted hub service (its token resolved to a service the KMS is configured to trust). */
+  service?: boolean;
   /** Absent when the user has never registered with the KMS. */
   person?: PersonFacts;
 }
@@ -290,6 +322,18 @@ export function decide(
   env: Environment,
 ): Decision {
   const rule = RULES[action];
+  if (subject.service && !rule.service) {
+    return deny('user_required', `${action} is done by a person, not by a service`);
+  }
+  if (rule.service) {
+    if (!subject.service && !subject.admin) {
+      return deny('service_required', `${action} needs a trusted hub service or a hub admin`);
+    }
+    if (!rule.project) return { allow: true };
+    if (!project) return deny('project_not_found', 'no such project', 404);
+    if (rule.project.open && project.closed) return deny('project_closed', 'the project is closed');
+    return { allow: true };
+  }
   if (rule.admin && !subject.admin) return deny('admin_required', `${action} needs a hub admin`);
   if (rule.people) {
     const d = checkPeople(subject, env);

@@ -1,5 +1,5 @@
 /** Wires database, audit log, policy core and HTTP app into a running server. */
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { createApp } from './app.js';
@@ -9,6 +9,22 @@ import { migrate, openDatabase, type Db } from './db.js';
 import { HubAuthenticator, type Authenticator } from './hub-auth.js';
 import { Kms } from './kms.js';
 import { Metrics } from './metrics.js';
+
+/**
+ * Behind the hub's proxy a service is reached under its prefix (/services/kms/...), which the
+ * proxy does not strip; direct callers use the root. Both reach the same routes.
+ */
+export function withPrefix(prefix: string, handler: RequestListener): RequestListener {
+  const bare = prefix.replace(/\/+$/, '');
+  return (req, res) => {
+    const url = req.url ?? '/';
+    if (url === bare || url.startsWith(`${bare}/`) || url.startsWith(`${bare}?`)) {
+      const rest = url.slice(bare.length);
+      req.url = rest.startsWith('/') ? rest : `/${rest}`;
+    }
+    handler(req, res);
+  };
+}
 
 export interface ServerOptions {
   logger?: Logger;
@@ -54,6 +70,7 @@ export class KmsServer {
       new HubAuthenticator({
         apiUrl: config.hub.apiUrl,
         cacheSeconds: config.hub.cacheSeconds,
+        services: config.hub.services,
         ...(config.hub.apiToken ? { apiToken: config.hub.apiToken } : {}),
       });
     const drain = { on: false };
@@ -65,7 +82,7 @@ export class KmsServer {
       ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
       isDraining: () => drain.on,
     });
-    const server = createServer(app);
+    const server = createServer(config.servicePrefix ? withPrefix(config.servicePrefix, app) : app);
     server.keepAliveTimeout = 5000;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
@@ -76,7 +93,12 @@ export class KmsServer {
     });
     const self = new KmsServer(server, kms, db, logger, drain);
     logger.info(
-      { url: self.url, database: config.database, auditKeyId: signer.keyId },
+      {
+        url: self.url,
+        prefix: config.servicePrefix ?? null,
+        database: config.database,
+        auditKeyId: signer.keyId,
+      },
       'tre-kms listening',
     );
     return self;

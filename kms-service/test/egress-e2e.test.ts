@@ -149,8 +149,14 @@ test('file, review, return, approve, release, download, revoke', async () => {
       text: 'x',
     }),
   ).rejects.toMatchObject({ status: 400, code: 'no_such_check' });
+  const todo = async (who: { c: KmsClient }) =>
+    (await who.c.myReviews()).map((r) => [r.projectId, r.id, r.todo, r.files]);
+  expect(await todo(pi)).toEqual([]);
   const submitted = await rex.c.submitEgress(P, id);
   expect(submitted.state).toBe('submitted');
+  expect(await todo(pi)).toEqual([[P, id, 'vote', 2]]);
+  expect(await todo(owner)).toEqual([[P, id, 'vote', 2]]);
+  expect(await todo(rex)).toEqual([]);
   // Frozen: the manifest cannot change while in review.
   await expect(rex.c.putEgressFiles(P, id, [good.filing])).rejects.toMatchObject({
     status: 409,
@@ -179,6 +185,8 @@ test('file, review, return, approve, release, download, revoke', async () => {
   await pi.c.voteEgress(P, id, good.filing.fileId, 'approve');
   let v = await pi.c.voteEgress(P, id, bad.filing.fileId, 'approve');
   expect(v.state).toBe('partially_reviewed');
+  expect(await todo(pi)).toEqual([]);
+  expect(await todo(owner)).toEqual([[P, id, 'vote', 2]]);
   await expect(pi.c.decideEgress(P, id, 'approve')).rejects.toMatchObject({
     status: 409,
     reason: 'wrong_state',
@@ -186,6 +194,13 @@ test('file, review, return, approve, release, download, revoke', async () => {
   await owner.c.voteEgress(P, id, good.filing.fileId, 'approve');
   v = await owner.c.voteEgress(P, id, bad.filing.fileId, 'request_changes');
   expect(v.state).toBe('reviewed');
+  expect(await todo(pi)).toEqual([[P, id, 'decide', 2]]);
+  expect((await owner.c.myReviews())[0]).toMatchObject({
+    projectTitle: expect.any(String),
+    requester: 'rex',
+    state: 'reviewed',
+    round: 1,
+  });
   await expect(owner.c.decideEgress(P, id, 'approve')).rejects.toMatchObject({
     status: 409,
     code: 'changes_requested',
@@ -203,6 +218,7 @@ test('file, review, return, approve, release, download, revoke', async () => {
     'note to PI only',
   ]);
   expect((await owner.c.decideEgress(P, id, 'return')).state).toBe('returned');
+  expect(await todo(owner)).toEqual([]);
   await expect(
     rex.c.commentEgress(P, id, { text: 'private?', visibility: 'reviewers' }),
   ).rejects.toMatchObject({ status: 400, code: 'invalid_visibility' });

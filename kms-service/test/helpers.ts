@@ -12,9 +12,9 @@ import { KmsServer } from '../src/server.js';
 /** Unit-test stand-in for the hub: a fixed token -> user table (the real hub has its own test). */
 export class StaticAuth implements Authenticator {
   readonly users = new Map<string, HubUser>();
-  add(name: string, admin = false): string {
+  add(name: string, admin = false, service = false): string {
     const token = `tok-${name}-${Math.random().toString(36).slice(2)}`;
-    this.users.set(token, { name, admin });
+    this.users.set(token, service ? { name, admin: false, service: true } : { name, admin });
     return token;
   }
   async resolve(token: string): Promise<HubUser | null> {
@@ -28,8 +28,8 @@ export interface TestKms {
   server: KmsServer;
   auth: StaticAuth;
   url: string;
-  /** A client acting as `name` (created in the hub table on first use). */
-  as(name: string, admin?: boolean): KmsClient;
+  /** A client acting as `name` (created in the hub table on first use); `service`: a hub service. */
+  as(name: string, admin?: boolean, service?: boolean): KmsClient;
   clock: { now: Date };
   stop(): Promise<void>;
 }
@@ -74,11 +74,11 @@ export async function startKms(
     auth,
     url: server.url,
     clock,
-    as(name: string, admin = false) {
-      const key = `${name}:${admin}`;
+    as(name: string, admin = false, service = false) {
+      const key = `${name}:${admin}:${service}`;
       let token = tokens.get(key);
       if (!token) {
-        token = auth.add(name, admin);
+        token = auth.add(name, admin, service);
         tokens.set(key, token);
       }
       return new KmsClient({ baseUrl: server.url, token });

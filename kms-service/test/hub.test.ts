@@ -21,8 +21,11 @@ let dir: string;
 let hub: ChildProcess | undefined;
 let hubApi: string;
 let kmsUrl: string;
+/** The hub's public URL: its proxy routes /services/kms/ to the KMS. */
+let publicUrl: string;
 const adminToken = randomBytes(24).toString('hex');
 const kmsToken = randomBytes(24).toString('hex');
+const ingressToken = randomBytes(24).toString('hex');
 
 async function freePort(): Promise<number> {
   return new Promise((resolve, reject) => {
@@ -84,9 +87,10 @@ beforeAll(async () => {
   ]);
   hubApi = `http://127.0.0.1:${hubPort}/hub/api`;
   kmsUrl = `http://127.0.0.1:${kmsPort}`;
+  publicUrl = `http://127.0.0.1:${publicPort}`;
   writeFileSync(
     join(dir, 'kms.yaml'),
-    `database: kms.sqlite\nauditKey: audit-key.pem\nagreementVersion: "1"\nlogLevel: info\nhub:\n  cacheSeconds: 1\n`,
+    `database: kms.sqlite\nauditKey: audit-key.pem\nagreementVersion: "1"\nlogLevel: info\nhub:\n  cacheSeconds: 1\n  services: [ingress]\n`,
   );
   // Tokens reach the hub through its config file (0600), never through argv.
   writeFileSync(
@@ -116,6 +120,7 @@ c.JupyterHub.services = [
         'cwd': ${JSON.stringify(dir)},
     },
     {'name': 'test-admin', 'api_token': ${JSON.stringify(adminToken)}},
+    {'name': 'ingress', 'api_token': ${JSON.stringify(ingressToken)}},
 ]
 c.JupyterHub.load_roles = [
     {'name': 'kms-reads-users', 'scopes': ['read:users'], 'services': ['kms']},
@@ -196,11 +201,50 @@ test('a hub user token is accepted, with the hub admin flag', async () => {
   expect(trAlice.status).toBe(403);
 });
 
-test('a made-up token and a service token are refused', async () => {
+test('a made-up token and an untrusted service token are refused', async () => {
   expect((await kmsMe(randomBytes(16).toString('hex'))).status).toBe(401);
   expect((await kmsMe(adminToken)).status).toBe(401);
   const none = await fetch(`${kmsUrl}/v1/me`);
   expect(none.status).toBe(401);
+});
+
+test('the trusted ingress service appends audit events, and acts as no person', async () => {
+  const post = (token: string) =>
+    fetch(`${kmsUrl}/v1/audit/events`, {
+      method: 'POST',
+      headers: { Authorization: `token ${token}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ events: [{ action: 'ingress.test', object: 'ingress:1' }] }),
+    });
+  const ok = await post(ingressToken);
+  expect(ok.status).toBe(201);
+  expect(await ok.json()).toMatchObject({ appended: 1 });
+  expect((await post(adminToken)).status).toBe(401);
+  const me = await kmsMe(ingressToken);
+  expect(me).toMatchObject({ status: 403, body: { error: { reason: 'user_required' } } });
+});
+
+test('through the hub proxy under /services/kms/, and still at the root', async () => {
+  await hubRequest('POST', '/users', { usernames: ['dave'] });
+  const dave = (await hubRequest('POST', '/users/dave/tokens', {
+    note: 'kms prefix test',
+    expires_in: 600,
+  })) as { token: string };
+  for (const base of [`${publicUrl}/services/kms`, kmsUrl]) {
+    const r = await fetch(`${base}/v1/me`, { headers: { Authorization: `token ${dave.token}` } });
+    expect(r.status).toBe(200);
+    expect(await r.json()).toMatchObject({ username: 'dave' });
+    const h = await fetch(`${base}/healthz`);
+    expect(h.status).toBe(200);
+  }
+  // A client built on the proxied URL works as on the direct one.
+  const { KmsClient } = await import('../src/client.js');
+  const c = new KmsClient({ baseUrl: `${publicUrl}/services/kms/`, token: dave.token });
+  expect((await c.register('Uni Proxy')).organisation).toBe('Uni Proxy');
+  expect(await c.myProjects()).toEqual([]);
+  const bad = await fetch(`${publicUrl}/services/kms/v1/nope`, {
+    headers: { Authorization: `token ${dave.token}` },
+  });
+  expect(bad.status).toBe(404);
 });
 
 test('a revoked token is refused once the short cache expires', async () => {

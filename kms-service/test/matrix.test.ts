@@ -11,7 +11,7 @@ import type { Kms } from '../src/kms.js';
 import { DAY, startKms, type TestKms } from './helpers.js';
 
 type Role = 'pi' | 'researcher' | 'data_owner' | 'reviewer';
-type Actor = Role | 'non_member' | 'admin';
+type Actor = Role | 'non_member' | 'admin' | 'service';
 type UserState =
   'ok' | 'agreement_outdated' | 'agreement_not_accepted' | 'training_expired' | 'training_missing';
 type ProjectState = 'normal' | 'not_consented' | 'closed' | 'before_window' | 'after_window';
@@ -19,6 +19,8 @@ type ProjectState = 'normal' | 'not_consented' | 'closed' | 'before_window' | 'a
 interface Fixture {
   projectId: string;
   fileId: string;
+  /** Registered by an ingress upload and not yet confirmed. */
+  pendingFileId: string;
   grantId: number;
   prefix: string;
 }
@@ -33,6 +35,8 @@ interface Expectation {
   window: boolean;
   /** Hub admins may do it without being members. */
   admins?: boolean;
+  /** Done by a trusted hub service (or a hub admin), never by a member. */
+  service?: boolean;
   call(c: KmsClient, f: Fixture): Promise<unknown>;
 }
 
@@ -201,6 +205,49 @@ const EXPECTATIONS: Record<string, Expectation> = {
     window: true,
     call: (c, f) => c.reviewKey(f.projectId, f.fileId),
   },
+  appendFsEvents: {
+    roles: HOLDERS,
+    people: false,
+    open: false,
+    consented: false,
+    window: false,
+    call: (c, f) =>
+      c.appendFsEvents(f.projectId, [
+        {
+          op: 'open',
+          path: 'data/a.csv',
+          pid: 42,
+          exe: '/usr/bin/python3',
+          time: new Date().toISOString(),
+        },
+      ]),
+  },
+  confirmFiles: {
+    roles: [],
+    people: false,
+    open: true,
+    consented: false,
+    window: false,
+    service: true,
+    call: async (c, f) => {
+      const r = await c.confirmFiles(f.projectId, [f.pendingFileId]);
+      if (r.confirmed !== 1) throw new Error('nothing confirmed');
+      return r;
+    },
+  },
+  destroyFile: {
+    roles: [],
+    people: false,
+    open: false,
+    consented: false,
+    window: false,
+    service: true,
+    call: async (c, f) => {
+      const r = await c.destroyFile(f.projectId, f.pendingFileId);
+      if (r.destroyed !== 1) throw new Error('nothing destroyed');
+      return r;
+    },
+  },
 };
 
 const USER_STATES: UserState[] = [
@@ -221,7 +268,15 @@ const STATES: Array<[UserState, ProjectState]> = [
   ...PROJECT_STATES.map((p): [UserState, ProjectState] => ['ok', p]),
   ...USER_STATES.filter((u) => u !== 'ok').map((u): [UserState, ProjectState] => [u, 'normal']),
 ];
-const ACTORS: Actor[] = ['pi', 'researcher', 'data_owner', 'reviewer', 'non_member', 'admin'];
+const ACTORS: Actor[] = [
+  'pi',
+  'researcher',
+  'data_owner',
+  'reviewer',
+  'non_member',
+  'admin',
+  'service',
+];
 const ACTOR_SUFFIX: Record<Actor, string> = {
   pi: 'pi',
   researcher: 'res',
@@ -229,10 +284,16 @@ const ACTOR_SUFFIX: Record<Actor, string> = {
   reviewer: 'rev',
   non_member: 'none',
   admin: 'admin',
+  service: 'svc',
 };
 
 /** What the table predicts, in the documented order of conditions. */
 function expected(e: Expectation, actor: Actor, us: UserState, ps: ProjectState): string {
+  if (e.service) {
+    if (actor !== 'service' && actor !== 'admin') return 'service_required';
+    return e.open && ps === 'closed' ? 'project_closed' : 'allow';
+  }
+  if (actor === 'service') return 'user_required';
   if (e.people && us !== 'ok') return us;
   if (actor === 'admin' || actor === 'non_member')
     return actor === 'admin' && e.admins ? 'allow' : 'not_a_member';
@@ -348,19 +409,35 @@ function buildProject(prefix: string, ps: ProjectState, endpoint: string): Fixtu
       stamp,
     );
   }
+  const pendingFileId = randomBytes(16).toString('hex');
+  kms.files.insert(
+    {
+      file_id: pendingFileId,
+      epoch: 1,
+      size: 100,
+      sha256: randomBytes(32).toString('hex'),
+      wrapped: JSON.stringify(fakeWrapped(pk.kid)),
+      state: 'pending',
+    },
+    id,
+    `${prefix}.do`,
+    stamp,
+  );
   if (ps === 'closed') {
     kms.keys.shred(id);
     kms.files.shred(id);
     kms.projects.close(id, stamp);
   }
-  return { projectId: id, fileId, grantId, prefix };
+  return { projectId: id, fileId, pendingFileId, grantId, prefix };
 }
 
 beforeAll(async () => {
   t = await startKms();
   kms = t.server.kms;
   for (const us of USER_STATES) {
-    for (const a of ACTORS) setupUser(`${us}.${ACTOR_SUFFIX[a]}`, us, a === 'admin');
+    for (const a of ACTORS) {
+      if (a !== 'service') setupUser(`${us}.${ACTOR_SUFFIX[a]}`, us, a === 'admin');
+    }
   }
   for (const extra of ['ok.leaver', 'ok.new', 'ok.extra']) setupUser(extra, 'ok');
 });
@@ -380,7 +457,7 @@ describe('project endpoints', () => {
   test.each(cells)('%s as %s, user %s, project %s', async (endpoint, actor, us, ps) => {
     const e = EXPECTATIONS[endpoint]!;
     const f = buildProject(us, ps, endpoint);
-    const client = t.as(`${us}.${ACTOR_SUFFIX[actor]}`, actor === 'admin');
+    const client = t.as(`${us}.${ACTOR_SUFFIX[actor]}`, actor === 'admin', actor === 'service');
     const want = expected(e, actor, us, ps);
     const got = await e.call(client, f).then(
       () => 'allow',
@@ -395,7 +472,83 @@ describe('project endpoints', () => {
   });
 });
 
+/**
+ * GET /v1/me/projects answers every caller, but its per-project key-release answer must be the
+ * one the release endpoint itself gives in that cell (same table), and non-members see nothing.
+ */
+const meCells: Array<[Actor, UserState, ProjectState]> = [];
+for (const actor of ACTORS) for (const [us, ps] of STATES) meCells.push([actor, us, ps]);
+
+describe('my projects', () => {
+  test.each(meCells)('as %s, user %s, project %s', async (actor, us, ps) => {
+    const f = buildProject(us, ps, 'myProjects');
+    const client = t.as(`${us}.${ACTOR_SUFFIX[actor]}`, actor === 'admin', actor === 'service');
+    if (actor === 'service') {
+      await expect(client.myProjects()).rejects.toMatchObject({
+        status: 403,
+        reason: 'user_required',
+      });
+      return;
+    }
+    const mine = (await client.myProjects()).find((p) => p.id === f.projectId);
+    if (actor === 'admin' || actor === 'non_member') {
+      expect(mine).toBeUndefined();
+      return;
+    }
+    expect(mine).toBeDefined();
+    const want = expected(EXPECTATIONS.releaseProjectKey!, actor, us, ps);
+    expect(mine!.keyRelease).toEqual(
+      want === 'allow' ? { allowed: true, reason: null } : { allowed: false, reason: want },
+    );
+    expect(mine!.role).toBe(actor);
+    expect(mine!.state).toBe(
+      ps === 'closed' ? 'closed' : ps === 'not_consented' ? 'proposed' : 'active',
+    );
+    expect(mine!.window.open).toBe(ps !== 'before_window' && ps !== 'after_window');
+    expect(mine!.consent.dataOwners.map((o) => o.username)).toEqual([`${us}.do`]);
+    expect(mine!.keyWrapped).toBe(ps !== 'closed' && actor !== 'reviewer');
+    expect(mine!.awaitingGrant).toBeNull();
+    // ok.new's grant is completable by a key-holding PI or data owner the policy lets through.
+    const canGrant =
+      (actor === 'pi' || actor === 'data_owner') &&
+      expected(EXPECTATIONS.completeGrant!, actor, us, ps) === 'allow' &&
+      ps !== 'closed';
+    expect(mine!.grantsToComplete.map((g) => g.username)).toEqual(canGrant ? ['ok.new'] : []);
+  });
+});
+
 describe('endpoints without a project', () => {
+  test('appending service audit events needs a trusted service or a hub admin', async () => {
+    const ev = [{ action: 'ingress.confirm', object: 'ingress:1', user: 'ok.do' }];
+    const s = await t.as('ingress', false, true).appendAuditEvents(ev);
+    expect(s.appended).toBe(1);
+    const row = kms.db.prepare('SELECT * FROM audit_log WHERE seq = ?').get(s.seq) as {
+      actor: string;
+      object: string;
+    };
+    expect(row).toMatchObject({ actor: 'service:ingress', object: 'ingress:1 user:ok.do' });
+    await expect(t.as('ok.admin', true).appendAuditEvents(ev)).resolves.toMatchObject({
+      appended: 1,
+    });
+    for (const who of ['ok.pi', 'ok.none', 'training_expired.do']) {
+      await expect(t.as(who).appendAuditEvents(ev)).rejects.toMatchObject({
+        status: 403,
+        reason: 'service_required',
+      });
+    }
+  });
+
+  test('a service cannot act as a person anywhere else', async () => {
+    const svc = t.as('ingress', false, true);
+    await expect(svc.me()).rejects.toMatchObject({ status: 403, reason: 'user_required' });
+    await expect(svc.myReviews()).rejects.toMatchObject({ reason: 'user_required' });
+    await expect(svc.proposeProject({ id: 'svc-prop', title: 'x' })).rejects.toMatchObject({
+      reason: 'user_required',
+    });
+    await expect(svc.trusteeRecoveries()).rejects.toMatchObject({ reason: 'user_required' });
+    await expect(svc.listNotifications()).rejects.toMatchObject({ reason: 'user_required' });
+  });
+
   test.each(USER_STATES)('proposing a project as a user in state %s', async (us) => {
     const c = t.as(`${us}.none`);
     const r = await c.proposeProject({ id: `prop-${us.replace(/_/g, '-')}`, title: 'x' }).then(

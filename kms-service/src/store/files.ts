@@ -7,6 +7,8 @@ export interface FileRow {
   size: number;
   sha256: string;
   wrapped: string | null;
+  /** pending: staged by the ingress, no key released until confirmed; destroyed: key shredded. */
+  state: 'pending' | 'visible' | 'destroyed';
   created_by: string;
   created_at: string;
 }
@@ -21,10 +23,10 @@ export class FileStore {
   constructor(private readonly db: Db) {
     this.getStmt = db.prepare('SELECT * FROM files WHERE file_id = ?');
     this.insertStmt = db.prepare(
-      'INSERT INTO files (file_id, project_id, epoch, size, sha256, wrapped, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)',
+      'INSERT INTO files (file_id, project_id, epoch, size, sha256, wrapped, state, created_by, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)',
     );
     this.pageStmt = db.prepare(
-      'SELECT file_id, epoch, wrapped FROM files WHERE project_id = ? AND file_id > ? AND wrapped IS NOT NULL ORDER BY file_id LIMIT ?',
+      "SELECT file_id, epoch, wrapped FROM files WHERE project_id = ? AND file_id > ? AND wrapped IS NOT NULL AND state = 'visible' ORDER BY file_id LIMIT ?",
     );
     this.recipientStmt = db.prepare(
       'SELECT wrapped, kek_kid, purpose FROM file_recipients WHERE file_id = ? AND username = ?',
@@ -36,18 +38,45 @@ export class FileStore {
   }
 
   insert(
-    f: Omit<FileRow, 'project_id' | 'created_by' | 'created_at'>,
+    f: Omit<FileRow, 'project_id' | 'created_by' | 'created_at' | 'state'> & {
+      state?: 'pending' | 'visible';
+    },
     projectId: string,
     by: string,
     now: string,
   ): void {
-    this.insertStmt.run(f.file_id, projectId, f.epoch, f.size, f.sha256, f.wrapped, by, now);
+    this.insertStmt.run(
+      f.file_id,
+      projectId,
+      f.epoch,
+      f.size,
+      f.sha256,
+      f.wrapped,
+      f.state ?? 'visible',
+      by,
+      now,
+    );
+  }
+
+  confirm(fileId: string): void {
+    this.db.prepare("UPDATE files SET state = 'visible' WHERE file_id = ?").run(fileId);
+  }
+
+  /** Shreds one file's wrapped DEKs (project key and extra recipients); the metadata stays. */
+  destroy(fileId: string): number {
+    const r = this.db.prepare('DELETE FROM file_recipients WHERE file_id = ?').run(fileId).changes;
+    const f = this.db
+      .prepare("UPDATE files SET wrapped = NULL, state = 'destroyed' WHERE file_id = ?")
+      .run(fileId).changes;
+    return r + f;
   }
 
   countWrapped(projectId: string): number {
     return (
       this.db
-        .prepare('SELECT COUNT(*) AS n FROM files WHERE project_id = ? AND wrapped IS NOT NULL')
+        .prepare(
+          "SELECT COUNT(*) AS n FROM files WHERE project_id = ? AND wrapped IS NOT NULL AND state = 'visible'",
+        )
         .get(projectId) as { n: number }
     ).n;
   }

@@ -51,6 +51,37 @@ export class ProjectStore {
     return this.memberStmt.get(projectId, username) as MemberRow | undefined;
   }
 
+  /** Every membership of `username`, with its project, in project id order. */
+  membershipsOf(username: string): Array<{ project: ProjectRow; member: MemberRow }> {
+    const rows = this.db
+      .prepare(
+        'SELECT m.*, p.title, p.description, p.pi, p.epoch, p.rotation_due, p.created_at, p.closed_at FROM members m JOIN projects p ON p.id = m.project_id WHERE m.username = ? ORDER BY p.id',
+      )
+      .all(username) as Array<MemberRow & Omit<ProjectRow, 'id'>>;
+    return rows.map((r) => ({
+      project: {
+        id: r.project_id,
+        title: r.title,
+        description: r.description,
+        pi: r.pi,
+        epoch: r.epoch,
+        rotation_due: r.rotation_due,
+        created_at: r.created_at,
+        closed_at: r.closed_at,
+      },
+      member: {
+        project_id: r.project_id,
+        username: r.username,
+        role: r.role,
+        valid_from: r.valid_from,
+        valid_until: r.valid_until,
+        consented_at: r.consented_at,
+        added_by: r.added_by,
+        added_at: r.added_at,
+      },
+    }));
+  }
+
   members(projectId: string): MemberRow[] {
     return this.db
       .prepare('SELECT * FROM members WHERE project_id = ? ORDER BY added_at, username')
