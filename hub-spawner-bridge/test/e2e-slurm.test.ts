@@ -174,8 +174,9 @@ c.TreSpawner.bridge_url = 'http://127.0.0.1:${bridge.apiPort}'
 c.TreSpawner.bridge_token_file = '${bridge.dir}/token'
 c.Spawner.start_timeout = 180
 c.Spawner.http_timeout = 60
+c.Authenticator.admin_users = {'root'}
 c.JupyterHub.load_roles = [
-  {'name': 'tester', 'scopes': ['admin:users', 'admin:servers', 'tokens', 'access:servers'], 'services': ['tester']},
+  {'name': 'admin', 'services': ['tester'], 'users': ['root']},
   {'name': 'kms', 'scopes': ['read:users'], 'services': ['kms']},
 ]
 c.JupyterHub.services = [{'name': 'tester', 'api_token': '${adminToken}'}, {'name': 'kms', 'api_token': '${kmsToken}'}]
@@ -188,12 +189,10 @@ c.JupyterHub.services = [{'name': 'tester', 'api_token': '${adminToken}'}, {'nam
   });
   await waitFor('the hub', async () => (await hub('GET', '/')).status === 200, 90_000, 500);
   for (const user of ['alice', 'pia', 'dora', 'bob', 'carol', 'dave', 'root']) {
-    expect(
-      (await hub('POST', `/users/${user}`, user === 'root' ? { admin: true } : {})).status,
-    ).toBe(201);
-    tokens[user] = (
-      (await hub('POST', `/users/${user}/tokens`, {})).body as { token: string }
-    ).token;
+    if (user !== 'root') expect((await hub('POST', `/users/${user}`)).status).toBe(201);
+    const made = await hub('POST', `/users/${user}/tokens`, {});
+    expect(made.status).toBe(201);
+    tokens[user] = (made.body as { token: string }).token;
   }
 
   // The KMS, with the facts the policy decides on.
@@ -264,41 +263,67 @@ afterAll(async () => {
 });
 
 describe('sessions on Slurm through JupyterHub', () => {
+  /** Logs `user` in through the hub's login page and opens the spawn page. */
+  async function spawnPage(browser: Browser, user: string) {
+    const page = await browser.newPage();
+    await page.goto(`${hubUrl}/hub/login`);
+    await page.fill('input[name=username]', user);
+    await page.fill('input[name=password]', 'any');
+    await page.click('#login_submit');
+    await page.goto(`${hubUrl}/hub/spawn`);
+    return page;
+  }
+
+  test("the spawn form lists the user's projects from the KMS with their access windows", async () => {
+    const browser = await launch();
+    try {
+      const page = await spawnPage(browser, 'alice');
+      const option = page.locator(`select#tre-project option[value="${P}"]`);
+      const text = await option.innerText();
+      expect(text).toMatch(/^Demo cohort \(access until \d{4}-\d\d-\d\dT/);
+      expect(await option.isDisabled()).toBe(false);
+    } finally {
+      await browser.close();
+    }
+  });
+
   test.each([
-    ['bob', P, /hpc training expired/],
-    ['carol', 'pending', /not every data owner has consented/],
-    ['dave', P, /access ended at/],
+    ['bob', P, /a required training has expired/, /hpc training expired/],
+    [
+      'carol',
+      'pending',
+      /not every data owner has consented/,
+      /not every data owner has consented/,
+    ],
+    ['dave', P, /access until .*unavailable: access ended at/, /access ended at/],
   ])(
     'the KMS refuses %s in %s: the spawn page shows why and no job is submitted',
-    async (user, project, reason) => {
+    async (user, project, listed, refused) => {
       const before = treJobs();
-      const res = await hub('POST', `/users/${user}/server`, { project });
-      expect(res.status).toBe(403);
-      expect(JSON.stringify(res.body)).toMatch(reason);
-
       const browser = await launch();
       try {
-        const page = await browser.newPage();
-        await page.goto(`${hubUrl}/hub/login`);
-        await page.fill('input[name=username]', user);
-        await page.fill('input[name=password]', 'any');
-        await page.click('#login_submit');
-        await page.goto(`${hubUrl}/hub/spawn`);
-        const select = page.locator('select#tre-project');
-        if ((await select.count()) > 0) {
-          await select.selectOption(project, { force: true });
-        } else {
-          await page.fill('#tre-project', project);
-        }
+        const page = await spawnPage(browser, user);
+        // The form already says why the project cannot start, and does not offer it...
+        const option = page.locator(`select#tre-project option[value="${project}"]`);
+        expect(await option.innerText()).toMatch(listed);
+        expect(await option.isDisabled()).toBe(true);
+        // ...and a start forced past the form is refused with the KMS's reason on the page.
+        await page.evaluate(
+          `(() => { const o = document.querySelector('#tre-project option[value="${project}"]');` +
+            ' o.disabled = false; o.selected = true; })()',
+        );
         await page
           .locator('#spawn_form input[type=submit], #spawn_form button[type=submit]')
           .first()
           .click();
         await page.waitForLoadState('domcontentloaded');
-        expect(await page.locator('body').innerText()).toMatch(reason);
+        expect(await page.locator('body').innerText()).toMatch(refused);
       } finally {
         await browser.close();
       }
+      const res = await hub('POST', `/users/${user}/server`, { project });
+      expect(res.status).toBe(403);
+      expect(JSON.stringify(res.body)).toMatch(refused);
       expect(treJobs()).toEqual(before);
       const db = execFileSync(
         join(VENV, 'bin', 'python'),
