@@ -35,7 +35,7 @@ import {
 } from './support/harness.js';
 import { DAY, onboard, startKmsProcess, withTrefs, type RunningKms } from './support/kms.js';
 
-jest.setTimeout(300_000);
+jest.setTimeout(400_000);
 
 interface HubUser {
   servers?: Record<string, { ready?: boolean }>;
@@ -187,7 +187,7 @@ c.JupyterHub.services = [{'name': 'tester', 'api_token': '${adminToken}'}, {'nam
     log: join(bridge.dir, 'hub.log'),
     env: { PATH: `${join(VENV, 'bin')}:${process.env.PATH}` },
   });
-  await waitFor('the hub', async () => (await hub('GET', '/')).status === 200, 90_000, 500);
+  await waitFor('the hub', async () => (await hub('GET', '/')).status === 200, 240_000, 500);
   for (const user of ['alice', 'pia', 'dora', 'bob', 'carol', 'dave', 'root']) {
     if (user !== 'root') expect((await hub('POST', `/users/${user}`)).status).toBe(201);
     const made = await hub('POST', `/users/${user}/tokens`, {});
@@ -253,7 +253,7 @@ c.JupyterHub.services = [{'name': 'tester', 'api_token': '${adminToken}'}, {'nam
     'the bridge',
     async () => (await bridgeApi(bridge, 'GET', '/health')).status === 200,
   );
-}, 240_000);
+}, 480_000);
 
 afterAll(async () => {
   if (bridge) for (const id of treJobs()) slurm('scancel', [id]);
