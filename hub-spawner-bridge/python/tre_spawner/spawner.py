@@ -10,7 +10,7 @@ from urllib.parse import quote
 from jupyterhub.spawner import Spawner
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from traitlets import Float, Unicode
+from traitlets import Float, Unicode, default
 
 TERMINAL = ("stopped", "failed")
 
@@ -115,7 +115,8 @@ class TreSpawner(Spawner):
 
     # -- the spawn form ----------------------------------------------------------------------
 
-    async def _options_form(self):
+    async def _options_form(self, spawner=None):
+        """The form; JupyterHub calls a callable options_form with the spawner as argument."""
         # The KMS lists the user's projects only for the user: a token of theirs that lives for
         # this one call (the spawner's own token does not exist before start).
         token, orm_token = self._form_token()
@@ -140,6 +141,7 @@ class TreSpawner(Spawner):
         token = new_token(note="tre spawn form", expires_in=120, scopes=["read:users:name!user"])
         return token, orm.APIToken.find(self.db, token)
 
+    @default("options_form")
     def _default_options_form(self):
         return self._options_form
 

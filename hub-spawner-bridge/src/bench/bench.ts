@@ -82,7 +82,12 @@ function start(
 async function stop(c: ChildProcess | undefined) {
   if (!c || c.exitCode !== null || c.signalCode !== null) return;
   c.kill('SIGTERM');
-  await Promise.race([new Promise((r) => c.once('exit', r)), sleep(10_000)]);
+  let timer: NodeJS.Timeout | undefined;
+  await Promise.race([
+    new Promise((r) => c.once('exit', r)),
+    new Promise((r) => (timer = setTimeout(r, 10_000))),
+  ]);
+  clearTimeout(timer);
   if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
 }
 
@@ -330,6 +335,8 @@ c.SlurmSpawner.default_url = '/lab'
 c.SlurmSpawner.notebook_dir = '${dir}/home'
 c.BatchSpawnerBase.startup_poll_interval = 0.5
 c.SlurmSpawner.environment = {'SLURM_CONF': '${SLURM_CONF}'}
+c.SlurmSpawner.batch_query_cmd = "env SLURM_CONF=${SLURM_CONF} squeue -h -j {job_id} -o '%T %B'"
+c.SlurmSpawner.batch_cancel_cmd = 'env SLURM_CONF=${SLURM_CONF} scancel {job_id}'
 `,
   );
 }

@@ -81,10 +81,13 @@ export class Proc {
     const c = this.child;
     if (c.exitCode !== null || c.signalCode !== null) return;
     c.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
     const exited = await Promise.race([
       new Promise((r) => c.once('exit', () => r(true))),
-      new Promise((r) => setTimeout(() => r(false), 10_000)),
+      new Promise((r) => (timer = setTimeout(() => r(false), 10_000))),
     ]);
+    // A pending 10 s timer would keep jest alive after the last test.
+    clearTimeout(timer);
     if (!exited) c.kill('SIGKILL');
   }
 }
