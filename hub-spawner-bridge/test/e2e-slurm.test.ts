@@ -316,8 +316,18 @@ describe('sessions on Slurm through JupyterHub', () => {
           .locator('#spawn_form input[type=submit], #spawn_form button[type=submit]')
           .first()
           .click();
-        await page.waitForLoadState('domcontentloaded');
-        expect(await page.locator('body').innerText()).toMatch(refused);
+        // A refusal slower than the hub's slow_spawn_timeout lands on the spawn-pending page,
+        // which shows it once the progress stream reports the failure.
+        const shown = await waitFor(
+          'the refusal on the page',
+          async () => {
+            const text = await page.locator('body').innerText();
+            return refused.test(text) ? text : undefined;
+          },
+          60_000,
+          500,
+        );
+        expect(shown).toMatch(refused);
       } finally {
         await browser.close();
       }
