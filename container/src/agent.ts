@@ -9,7 +9,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, timingSafeEqual } from 'node:crypto';
-import { mkdtempSync, rmSync, existsSync, mkdirSync } from 'node:fs';
+import { mkdtempSync, rmSync, existsSync, mkdirSync, readdirSync, rmdirSync } from 'node:fs';
 import {
   createServer,
   request as httpRequest,
@@ -26,6 +26,7 @@ import { createDesktopProxy, hubAuthenticator, type DesktopProxy } from '@tre/de
 import httpProxy from 'http-proxy';
 import type { Logger } from 'pino';
 import { AgentError } from './errors.js';
+import { TrefsMount, type TrefsSettings } from './trefs-mount.js';
 
 export const AGENT_SECRET_HEADER = 'x-tre-agent-secret';
 export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -35,8 +36,12 @@ export interface SessionSettings {
   runtime?: 'bwrap' | 'apptainer';
   /** Apptainer image (SIF). */
   image?: string;
-  /** Where project directories live: <dataRoot>/<project>. */
+  /** Where plain project directories live: <dataRoot>/<project> (when trefs is not set). */
   dataRoot?: string;
+  /** The project's data through trefs, mounted by the agent and bound at /data/<project>. */
+  trefs?: TrefsSettings;
+  /** The KMS relayed at /services/kms/v1/ inside the container; default trefs's kmsUrl. */
+  kmsUrl?: string;
   /** Where the agent creates the job's directory (sockets); default the system temp dir. */
   workRoot?: string;
   /** Address the agent listens on and the one it tells the bridge. */
@@ -134,35 +139,53 @@ function listenUnix(server: Server, path: string): Promise<void> {
   });
 }
 
+/** Where the KMS is relayed from inside the container (the hub proxy's path for the service). */
+export const KMS_RELAY_PREFIX = '/services/kms/';
+
 /**
  * The container's way out: an HTTP server on a unix socket that forwards requests under the hub
- * API path to the hub and refuses everything else.
+ * API path to the hub and, when `kmsUrl` is set, the KMS's `/v1/` API under
+ * {@link KMS_RELAY_PREFIX} to the KMS (for the lab's server extension, which calls it with the
+ * user's hub token), and refuses everything else.
  */
-export function createHubRelay(hubApiUrl: string, log: Logger): Server {
+export function createHubRelay(hubApiUrl: string, log: Logger, kmsUrl?: string): Server {
   const api = new URL(hubApiUrl.endsWith('/') ? hubApiUrl : `${hubApiUrl}/`);
-  const proxy = httpProxy.createProxyServer({ target: api.origin, changeOrigin: true });
-  proxy.on('error', (err, _req, res) => {
+  const kms = kmsUrl ? new URL(kmsUrl.endsWith('/') ? kmsUrl : `${kmsUrl}/`) : undefined;
+  const onError = (err: Error, _req: IncomingMessage, res: ServerResponse | Duplex) => {
     log.warn(
       { event: 'hub-relay-error', err: (err as NodeJS.ErrnoException).code ?? err.message },
-      'hub unreachable',
+      'hub or KMS unreachable',
     );
     const r = res as ServerResponse;
     if (!r.headersSent) r.writeHead(502);
     r.end();
-  });
+  };
+  const proxy = httpProxy.createProxyServer({ target: api.origin, changeOrigin: true });
+  proxy.on('error', onError);
+  const kmsProxy = kms
+    ? httpProxy.createProxyServer({ target: kms.origin, changeOrigin: true })
+    : undefined;
+  kmsProxy?.on('error', onError);
   return createServer((req, res) => {
     const path = (req.url ?? '').split('?')[0] as string;
-    const inside = path.startsWith(api.pathname) || `${path}/` === api.pathname;
-    if (!inside || path.includes('/../') || /%2e/i.test(path)) {
-      log.warn(
-        { event: 'hub-relay-refused', method: req.method, path },
-        'refused a call out of the container',
-      );
-      res.writeHead(403, { 'Content-Type': 'text/plain' });
-      res.end('only the hub API is reachable from a session\n');
+    const suspicious = path.includes('/../') || /%2e/i.test(path) || path.includes('//');
+    const toHub = path.startsWith(api.pathname) || `${path}/` === api.pathname;
+    const toKms = kms && kmsProxy && path.startsWith(`${KMS_RELAY_PREFIX}v1/`);
+    if (!suspicious && toHub) {
+      proxy.web(req, res);
       return;
     }
-    proxy.web(req, res);
+    if (!suspicious && toKms) {
+      req.url = `${kms.pathname}${(req.url as string).slice(KMS_RELAY_PREFIX.length)}`;
+      kmsProxy.web(req, res);
+      return;
+    }
+    log.warn(
+      { event: 'hub-relay-refused', method: req.method, path },
+      'refused a call out of the container',
+    );
+    res.writeHead(403, { 'Content-Type': 'text/plain' });
+    res.end('only the hub API and the KMS are reachable from a session\n');
   });
 }
 
@@ -219,11 +242,28 @@ export function containerEnv(
   return out;
 }
 
+function readdirSafe(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function rmdirSafe(dir: string): void {
+  try {
+    rmdirSync(dir);
+  } catch {
+    // already gone
+  }
+}
+
 export class JobAgent {
   private runtime: ChildProcess | undefined;
   private server: Server | undefined;
   private relay: Server | undefined;
   private desktop: DesktopProxy | undefined;
+  private trefs: TrefsMount | undefined;
   private workDir: string | undefined;
   private stopping = false;
 
@@ -237,11 +277,8 @@ export class JobAgent {
       { event: 'pickup', session: config.sessionId, project: config.project },
       'collected the session',
     );
-    // The data directory is mounted by trefs when the site configures it; until then the key is
-    // not needed here and is dropped at once.
-    kek?.fill(0);
     try {
-      const port = await this.setUp(config);
+      const port = await this.setUp(config, kek);
       await report(this.o, config.agentSecret, {
         host: config.session.advertiseHost ?? hostname(),
         port,
@@ -264,24 +301,48 @@ export class JobAgent {
     return this.stopping ? 0 : code;
   }
 
-  private async setUp(config: PickupConfig): Promise<number> {
+  private async setUp(config: PickupConfig, kek: Buffer | null): Promise<number> {
     const log = this.o.logger;
     const s = config.session;
     if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(config.project)) {
+      kek?.fill(0);
       throw new AgentError('invalid project name');
     }
+    if (!s.trefs) kek?.fill(0);
     const workRoot = s.workRoot ?? tmpdir();
     mkdirSync(workRoot, { recursive: true });
     this.workDir = mkdtempSync(join(workRoot, 'tre-job-'));
     const runDir = join(this.workDir, 'run');
     mkdirSync(runDir, { mode: 0o700 });
-    const dataDir = join(s.dataRoot ?? join(this.workDir, 'data'), config.project);
-    if (!existsSync(dataDir))
-      throw new AgentError(`no data directory for project ${config.project}`);
+    let dataDir: string;
+    if (s.trefs) {
+      if (!kek) throw new AgentError("the project's data needs your key: unlock it to start");
+      dataDir = join(this.workDir, 'data', config.project);
+      mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+      this.trefs = await TrefsMount.start({
+        settings: s.trefs,
+        project: config.project,
+        cipherDir: join(s.trefs.cipherRoot, config.project),
+        mountpoint: dataDir,
+        kek,
+        kmsToken: config.env.JUPYTERHUB_API_TOKEN,
+        log,
+      });
+      this.trefs.onExit(() => {
+        if (this.stopping) return;
+        log.error({ event: 'trefs-exit' }, 'trefs stopped: ending the session');
+        this.runtime?.kill('SIGTERM');
+      });
+    } else {
+      dataDir = join(s.dataRoot ?? join(this.workDir, 'data'), config.project);
+      if (!existsSync(dataDir))
+        throw new AgentError(`no data directory for project ${config.project}`);
+    }
 
     const hubApi = config.env.JUPYTERHUB_API_URL;
     if (!hubApi) throw new AgentError('the spawner passed no JUPYTERHUB_API_URL');
-    this.relay = createHubRelay(hubApi, log);
+    const kmsUrl = s.kmsUrl ?? s.trefs?.kmsUrl;
+    this.relay = createHubRelay(hubApi, log, kmsUrl?.startsWith('http') ? kmsUrl : undefined);
     await listenUnix(this.relay, join(runDir, 'hub.sock'));
 
     this.desktop = createDesktopProxy({
@@ -461,7 +522,16 @@ export class JobAgent {
     }
     this.server = undefined;
     this.relay = undefined;
-    if (this.workDir) rmSync(this.workDir, { recursive: true, force: true });
+    const clean = (await this.trefs?.unmount()) ?? true;
+    this.trefs = undefined;
+    if (this.workDir && clean) {
+      // Never recursive through the data mountpoint: only the sockets and the empty directories.
+      rmSync(join(this.workDir, 'run'), { recursive: true, force: true });
+      for (const d of readdirSafe(join(this.workDir, 'data'))) {
+        rmdirSafe(join(this.workDir, 'data', d));
+      }
+      for (const d of ['data', '']) rmdirSafe(join(this.workDir, d));
+    }
     this.workDir = undefined;
   }
 }

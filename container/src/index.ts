@@ -3,6 +3,7 @@ export {
   collectPickup,
   containerEnv,
   createHubRelay,
+  KMS_RELAY_PREFIX,
   AGENT_SECRET_HEADER,
   PACKAGE_ROOT,
   type AgentOptions,
@@ -10,3 +11,4 @@ export {
   type SessionSettings,
 } from './agent.js';
 export { AgentError } from './errors.js';
+export { TrefsMount, isMounted, keyInput, type TrefsSettings } from './trefs-mount.js';

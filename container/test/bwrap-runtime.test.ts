@@ -47,6 +47,10 @@ def get(url):
     except OSError as e: return [0, type(e).__name__]
 out["hubApi"] = get("http://127.0.0.1:8081/hub/api/")
 out["hubOther"] = get("http://127.0.0.1:8081/hub/login")
+out["kmsApi"] = get("http://127.0.0.1:8081/services/kms/v1/me")
+out["kmsOther"] = get("http://127.0.0.1:8081/services/kms/openapi.yaml")
+out["kmsDots"] = get("http://127.0.0.1:8081/services/kms/v1/%2e%2e/metrics")
+out["otherService"] = get("http://127.0.0.1:8081/services/other/v1/x")
 print(json.dumps(out))
 `;
 
@@ -83,7 +87,11 @@ beforeAll(async () => {
   // On every address, so that a refused connection from inside is the container's doing.
   await new Promise<void>((r) => hub.listen(0, '0.0.0.0', () => r()));
   hubPort = (hub.address() as AddressInfo).port;
-  relay = createHubRelay(`http://127.0.0.1:${hubPort}/hub/api`, pino({ level: 'silent' }));
+  relay = createHubRelay(
+    `http://127.0.0.1:${hubPort}/hub/api`,
+    pino({ level: 'silent' }),
+    `http://127.0.0.1:${hubPort}/kms`,
+  );
   await new Promise<void>((r) => relay.listen(join(dir, 'run', 'hub.sock'), () => r()));
 });
 
@@ -141,6 +149,10 @@ describe('bwrap-run', () => {
       writes: Record<string, string>;
       hubApi: [number, string];
       hubOther: [number, string];
+      kmsApi: [number, string];
+      kmsOther: [number, string];
+      kmsDots: [number, string];
+      otherService: [number, string];
     };
     for (const [host, port] of targets) {
       expect(out.tcp[`${host}:${port}`]).not.toBe('connected');
@@ -160,5 +172,9 @@ describe('bwrap-run', () => {
     expect(out.hubApi[0]).toBe(200);
     expect(JSON.parse(out.hubApi[1])).toEqual({ version: 'hub', path: '/hub/api/' });
     expect(out.hubOther[0]).toBe(403);
+    // The KMS's API (and nothing else of it, nor any other service) through the same relay.
+    expect(out.kmsApi[0]).toBe(200);
+    expect(JSON.parse(out.kmsApi[1])).toEqual({ version: 'hub', path: '/kms/v1/me' });
+    expect([out.kmsOther[0], out.kmsDots[0], out.otherService[0]]).toEqual([403, 403, 403]);
   });
 });

@@ -13,17 +13,33 @@ export class BridgeError extends Error {
   }
 }
 
-/** The site's configuration is unusable; the bridge does not start. */
-export class ConfigError extends BridgeError {
-  constructor(message: string) {
-    super('config', message, 500);
-  }
+/** A BridgeError class with a fixed code and status. */
+function coded(code: string, status: number) {
+  return class extends BridgeError {
+    constructor(message: string) {
+      super(code, message, status);
+    }
+  };
 }
 
+/** The site's configuration is unusable; the bridge does not start. */
+export class ConfigError extends coded('config', 500) {}
 /** The request names resources outside what the site offers. */
-export class InvalidRequestError extends BridgeError {
-  constructor(message: string) {
-    super('invalid_request', message, 400);
+export class InvalidRequestError extends coded('invalid_request', 400) {}
+/** The passphrase does not open the user's key file. */
+export class KeyUnlockError extends coded('key_unlock_failed', 403) {}
+export class NotFoundError extends coded('not_found', 404) {}
+/** The user already has a session with that server name. */
+export class ConflictError extends coded('conflict', 409) {}
+/** The batch system refused or failed a command; the message holds its (secret-free) stderr. */
+export class ExecutorError extends coded('executor_failed', 502) {}
+/** The policy service could not be asked; the bridge refuses rather than guesses. */
+export class PolicyUnavailableError extends coded('policy_unavailable', 503) {}
+export class TemplateError extends coded('template', 500) {}
+
+export class UnauthorizedError extends BridgeError {
+  constructor(message = 'missing or invalid credentials') {
+    super('unauthorized', message, 401);
   }
 }
 
@@ -34,51 +50,5 @@ export class PolicyDeniedError extends BridgeError {
     message: string,
   ) {
     super('policy_denied', message, 403);
-  }
-}
-
-/** The passphrase does not open the user's key file. */
-export class KeyUnlockError extends BridgeError {
-  constructor(message: string) {
-    super('key_unlock_failed', message, 403);
-  }
-}
-
-export class NotFoundError extends BridgeError {
-  constructor(message: string) {
-    super('not_found', message, 404);
-  }
-}
-
-/** The user already has a session with that server name. */
-export class ConflictError extends BridgeError {
-  constructor(message: string) {
-    super('conflict', message, 409);
-  }
-}
-
-export class UnauthorizedError extends BridgeError {
-  constructor(message = 'missing or invalid credentials') {
-    super('unauthorized', message, 401);
-  }
-}
-
-/** The batch system refused or failed a command; the message holds its (secret-free) stderr. */
-export class ExecutorError extends BridgeError {
-  constructor(message: string) {
-    super('executor_failed', message, 502);
-  }
-}
-
-/** The policy service could not be asked; the bridge refuses rather than guesses. */
-export class PolicyUnavailableError extends BridgeError {
-  constructor(message: string) {
-    super('policy_unavailable', message, 503);
-  }
-}
-
-export class TemplateError extends BridgeError {
-  constructor(message: string) {
-    super('template', message, 500);
   }
 }

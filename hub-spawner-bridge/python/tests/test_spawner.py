@@ -113,3 +113,12 @@ def test_poll_without_a_session_is_stopped(bridge):
     assert asyncio.run(spawner.poll()) == 0
     spawner.session_id = "gone"
     assert asyncio.run(spawner.poll()) == 0  # the bridge no longer knows it
+
+
+def test_the_hub_gets_the_form_from_the_bridge(bridge):
+    # JupyterHub calls a callable options_form with the spawner; the default must be that callable.
+    spawner = TreSpawner(bridge_url=bridge, bridge_token=TOKEN)
+    spawner.user = type("U", (), {"name": "alice"})()
+    assert callable(spawner.options_form)
+    form = asyncio.run(spawner.get_options_form())
+    assert 'name="project"' in form and 'name="passphrase"' in form

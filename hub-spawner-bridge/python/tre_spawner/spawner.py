@@ -10,7 +10,7 @@ from urllib.parse import quote
 from jupyterhub.spawner import Spawner
 from tornado import web
 from tornado.httpclient import AsyncHTTPClient, HTTPRequest
-from traitlets import Float, Unicode
+from traitlets import Float, Unicode, default
 
 TERMINAL = ("stopped", "failed")
 
@@ -115,10 +115,33 @@ class TreSpawner(Spawner):
 
     # -- the spawn form ----------------------------------------------------------------------
 
-    async def _options_form(self):
-        data = await self._client().call("GET", f"/users/{quote(self.user.name, safe='')}/options")
+    async def _options_form(self, spawner=None):
+        """The form; JupyterHub calls a callable options_form with the spawner as argument."""
+        # The KMS lists the user's projects only for the user: a token of theirs that lives for
+        # this one call (the spawner's own token does not exist before start).
+        token, orm_token = self._form_token()
+        try:
+            data = await self._client().call(
+                "GET",
+                f"/users/{quote(self.user.name, safe='')}/options",
+                headers={"X-Tre-User-Token": token} if token else None,
+            )
+        finally:
+            if orm_token is not None:
+                self.db.delete(orm_token)
+                self.db.commit()
         return render_form(data)
 
+    def _form_token(self):
+        new_token = getattr(self.user, "new_api_token", None)
+        if new_token is None or self.db is None:
+            return None, None
+        from jupyterhub import orm
+
+        token = new_token(note="tre spawn form", expires_in=120, scopes=["read:users:name!user"])
+        return token, orm.APIToken.find(self.db, token)
+
+    @default("options_form")
     def _default_options_form(self):
         return self._options_form
 

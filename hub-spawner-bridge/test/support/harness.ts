@@ -11,6 +11,7 @@ export const PKG = resolve(dirname(fileURLToPath(import.meta.url)), '..', '..');
 export const REPO = resolve(PKG, '..');
 export const VENV = join(REPO, '.venv');
 export const SLURM_CONF = join(process.env.TRE_SLURM_DIR ?? '/tmp/tre-slurm', 'slurm.conf');
+export const TREFS_COMMAND = [process.execPath, join(REPO, 'trefs', 'dist', 'cli.js')];
 export const AGENT_COMMAND = `${process.execPath} ${join(REPO, 'container', 'dist', 'job-agent-cli.js')}`;
 
 export async function freePort(): Promise<number> {
@@ -80,10 +81,13 @@ export class Proc {
     const c = this.child;
     if (c.exitCode !== null || c.signalCode !== null) return;
     c.kill('SIGTERM');
+    let timer: NodeJS.Timeout | undefined;
     const exited = await Promise.race([
       new Promise((r) => c.once('exit', () => r(true))),
-      new Promise((r) => setTimeout(() => r(false), 10_000)),
+      new Promise((r) => (timer = setTimeout(() => r(false), 10_000))),
     ]);
+    // A pending 10 s timer would keep jest alive after the last test.
+    clearTimeout(timer);
     if (!exited) c.kill('SIGKILL');
   }
 }
@@ -99,14 +103,17 @@ export interface BridgeSetup {
 /** Writes a bridge configuration into a fresh directory. */
 export async function bridgeSetup(opts: {
   executor: 'slurm' | 'local';
-  policy: string;
+  /** A facts file for the file policy, or the URL of a running KMS. */
+  policy: string | { kmsUrl: string };
+  /** The agent's trefs settings (session.trefs). */
+  trefs?: Record<string, unknown>;
   extra?: string;
   dir?: string;
 }): Promise<BridgeSetup> {
   const dir = opts.dir ?? workDir('tre-bridge-');
   const token = randomBytes(32).toString('base64url');
   writeFileSync(join(dir, 'token'), token, { mode: 0o600 });
-  writeFileSync(join(dir, 'policy.yaml'), opts.policy);
+  if (typeof opts.policy === 'string') writeFileSync(join(dir, 'policy.yaml'), opts.policy);
   const apiPort = await freePort();
   const gatewayPort = await freePort();
   const configPath = join(dir, 'bridge.yaml');
@@ -121,7 +128,9 @@ export async function bridgeSetup(opts: {
       `slurm: { env: { SLURM_CONF: ${JSON.stringify(SLURM_CONF)} } }`,
       'logDir: logs',
       `agentCommand: ${JSON.stringify(AGENT_COMMAND)}`,
-      'policy: { file: policy.yaml }',
+      typeof opts.policy === 'string'
+        ? 'policy: { file: policy.yaml }'
+        : `policy: { kmsUrl: ${JSON.stringify(opts.policy.kmsUrl)} }`,
       'pollIntervalMs: 300',
       'session:',
       `  dataRoot: ${JSON.stringify(join(dir, 'data'))}`,
@@ -130,6 +139,7 @@ export async function bridgeSetup(opts: {
       '  advertiseHost: 127.0.0.1',
       `  readOnlyPaths: ${JSON.stringify([VENV, pythonBasePrefix()])}`,
       `  pathPrepend: ${JSON.stringify([join(VENV, 'bin')])}`,
+      ...(opts.trefs ? [`  trefs: ${JSON.stringify(opts.trefs)}`] : []),
       opts.extra ?? '',
     ].join('\n'),
   );
