@@ -217,6 +217,8 @@ async function main(argv: string[]): Promise<number> {
         join(s.state, 'ingress'),
         '--kms',
         kmsUrl,
+        '--service-token-file',
+        join(s.state, 'secrets', 'ingress-service-token'),
         '--port',
         String(s.ports.ingress),
       ],

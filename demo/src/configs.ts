@@ -14,6 +14,8 @@ export function kmsYaml(s: Settings): string {
     `hub:`,
     `  apiUrl: http://127.0.0.1:${s.ports.hubInternal}/hub/api`,
     `  cacheSeconds: 30`,
+    // The ingress confirms or destroys staged files' keys and mirrors its audit into the KMS.
+    `  services: [ingress]`,
     `logLevel: info`,
     '',
   ].join('\n');
@@ -104,6 +106,8 @@ c.Spawner.start_timeout = 240
 c.Spawner.http_timeout = 120
 with open(${py(join(s.state, 'secrets', 'demo-service-token'))}, encoding='utf-8') as f:
     demo_token = f.read().strip()
+with open(${py(join(s.state, 'secrets', 'ingress-service-token'))}, encoding='utf-8') as f:
+    ingress_token = f.read().strip()
 c.JupyterHub.services = [
     {
         'name': 'kms',
@@ -111,6 +115,7 @@ c.JupyterHub.services = [
         'command': [${py(s.node)}, ${py(join(REPO, 'kms-service', 'dist', 'cli.js'))}, 'serve', '--config', ${py(join(s.state, 'kms', 'kms.yaml'))}],
     },
     {'name': 'tre-demo', 'api_token': demo_token},
+    {'name': 'ingress', 'api_token': ingress_token},
 ]
 c.JupyterHub.load_roles = [
     {'name': 'kms', 'scopes': ['read:users'], 'services': ['kms']},

@@ -47,6 +47,7 @@ export function prepareSecrets(s: Settings): Secrets {
   mkdirSync(dir, { recursive: true, mode: 0o700 });
   secretFile(join(dir, 'bridge-token'), () => randomBytes(32).toString('base64url'));
   secretFile(join(dir, 'demo-service-token'), () => randomBytes(32).toString('hex'));
+  secretFile(join(dir, 'ingress-service-token'), () => randomBytes(32).toString('hex'));
   const names = [...DEMO_USERS.map((u) => u.name), OPERATOR];
   const logins = JSON.parse(
     secretFile(join(dir, 'demo-logins.json'), () =>
