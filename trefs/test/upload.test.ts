@@ -52,7 +52,19 @@ function runNode(args: string[], fd3 = '') {
 }
 
 async function startIngress(root: string): Promise<string> {
-  const r = runNode([TRE, 'ingress', 'serve', '--root', root, '--port', '0', '--kms', kms.url]);
+  const r = runNode([
+    TRE,
+    'ingress',
+    'serve',
+    '--root',
+    root,
+    '--port',
+    '0',
+    '--kms',
+    kms.url,
+    '--service-token-file',
+    join(dir, 'ingress.token'),
+  ]);
   const port = await new Promise<number>((res, rej) => {
     r.proc.stdout!.on('data', () => {
       const m = /listening on [^:]+:(\d+)/.exec(r.out());
@@ -65,7 +77,7 @@ async function startIngress(root: string): Promise<string> {
 
 beforeAll(async () => {
   dir = await mkdtemp(join(process.env.TREFS_TEST_TMP ?? tmpdir(), 'trefs-ingress-'));
-  const users = new Map<string, { name: string; admin: boolean }>();
+  const users = new Map<string, { name: string; admin: boolean; service?: boolean }>();
   for (const [name, admin] of [
     ['alice', false],
     ['bob', false],
@@ -75,8 +87,14 @@ beforeAll(async () => {
     users.set(tokens[name]!, { name, admin });
     await writeFile(join(dir, `${name}.token`), tokens[name]! + '\n', { mode: 0o600 });
   }
+  // The ingress confirms the staged files' keys as a trusted hub service with its own token.
+  tokens.ingress = `tok-ingress-${randomBytes(8).toString('hex')}`;
+  users.set(tokens.ingress, { name: 'ingress', admin: false, service: true });
+  await writeFile(join(dir, 'ingress.token'), tokens.ingress + '\n', { mode: 0o600 });
+  const base = loadConfig(undefined, { JUPYTERHUB_API_URL: 'http://127.0.0.1:1/hub/api' });
   const config = {
-    ...loadConfig(undefined, { JUPYTERHUB_API_URL: 'http://127.0.0.1:1/hub/api' }),
+    ...base,
+    hub: { ...base.hub, services: ['ingress'] },
     host: '127.0.0.1',
     port: 0,
     database: join(dir, 'kms.sqlite'),
