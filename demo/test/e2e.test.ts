@@ -147,7 +147,8 @@ describe('the README run command', () => {
   test('the researcher starts a session and opens JupyterLab and the desktop', async () => {
     const page = await login('researcher', logins.researcher as string);
     await page.goto(`${demo.url}hub/spawn`);
-    await page.fill('#tre-project', 'demo');
+    // The form lists the projects the KMS would start a session for; the seeded one must be there.
+    await page.selectOption('#tre-project', 'demo');
     await page.fill('#tre-passphrase', passphrases.researcher as string);
     await shot(page, 'spawn-form');
     await page.click('form input[type="submit"], form button[type="submit"]');
