@@ -230,7 +230,14 @@ test('through the hub proxy under /services/kms/, and still at the root', async 
     expires_in: 600,
   })) as { token: string };
   for (const base of [`${publicUrl}/services/kms`, kmsUrl]) {
-    const r = await fetch(`${base}/v1/me`, { headers: { Authorization: `token ${dave.token}` } });
+    const me = () => fetch(`${base}/v1/me`, { headers: { Authorization: `token ${dave.token}` } });
+    // The hub adds the service's proxy route on its own schedule; until then the proxy sends the
+    // request to the hub, which answers 404.
+    let r = await me();
+    for (const deadline = Date.now() + 30_000; r.status === 404 && Date.now() < deadline;) {
+      await new Promise((res) => setTimeout(res, 500));
+      r = await me();
+    }
     expect(r.status).toBe(200);
     expect(await r.json()).toMatchObject({ username: 'dave' });
     const h = await fetch(`${base}/healthz`);

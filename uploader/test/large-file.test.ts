@@ -49,10 +49,11 @@ async function whyNot(): Promise<string | null> {
   return null;
 }
 
+// Removing a 10 GiB ciphertext and its upload copy takes longer than jest's default hook time.
 afterAll(async () => {
   killAll();
   await rm(dir, { recursive: true, force: true });
-});
+}, 300_000);
 
 describe('a 10 GiB file', () => {
   it('uploads, verifies and decrypts at its end', async () => {
