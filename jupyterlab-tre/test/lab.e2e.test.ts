@@ -313,9 +313,8 @@ test('file in lab, review in the console as PI and data owner, release, decrypt'
       await c.waitForSelector(`#status:has-text("Approved ${path}.")`);
     }
     if (name === 'dora') {
-      await expect(c.locator(`[data-request="${id}"]`).getAttribute('data-state')).resolves.toBe(
-        'reviewed',
-      );
+      // Both reviewers' votes are in: the console re-reads the request and shows it reviewed.
+      await c.waitForSelector(`[data-request="${id}"][data-state="reviewed"]`, { timeout: 15_000 });
       await c.locator(`[data-request="${id}"] [data-action="decide-approve"]`).click();
       await c.waitForSelector(`[data-request="${id}"][data-state="approved"]`);
     }
