@@ -245,6 +245,22 @@ describe('tre upload into the ingress', () => {
     }
   }, 60_000);
 
+  it('sweeps debris of writes interrupted by a crash on restart and keeps staged uploads', async () => {
+    // p1 holds the deep, long-named tree uploaded above; plant what a kill -9 leaves.
+    const staging = join(root, 'projects', 'p1', 'staging');
+    await mkdir(join(staging, '.tmp-00112233445566ff'), { recursive: true });
+    await writeFile(join(staging, '.tmp-00112233445566ff', 'gocryptfs.diriv'), randomBytes(16));
+    await writeFile(join(staging, '.tmp-aabbccddeeff0011'), randomBytes(16));
+    await writeFile(join(staging, 'not-debris'), 'x');
+    await ingress.kill9();
+    ingress = await startIngress(root, join(dir, 'users.json'), [], ingress.port);
+    expect((await readdir(staging)).sort()).toEqual(['not-debris']);
+    await rm(join(staging, 'not-debris'));
+    // Nothing of the ingress's own building is ever left among the ciphertexts.
+    const cipherEntries = await listFiles(join(root, 'projects', 'p1', 'cipher'));
+    expect(cipherEntries.filter((e) => /(^|\/)\.|\.tmp/.test(e))).toEqual([]);
+  }, 60_000);
+
   it('answers --help and --version with exit 0 and unknown options with exit 2', async () => {
     for (const args of [
       ['--help'],

@@ -8,9 +8,22 @@
  *   <root>/projects/<p>/staging/<id>       verified uploads awaiting review
  *   <root>/projects/<p>/cipher/...         the project tree, exactly as gocryptfs lays it out
  */
+import { randomBytes } from 'node:crypto';
 import { createReadStream } from 'node:fs';
 import { constants as fsc } from 'node:fs';
-import { chmod, chown, link, lstat, mkdir, open, rename, rm, stat, unlink } from 'node:fs/promises';
+import {
+  chmod,
+  chown,
+  link,
+  lstat,
+  mkdir,
+  open,
+  readdir,
+  rename,
+  rm,
+  stat,
+  unlink,
+} from 'node:fs/promises';
 import type { Server } from 'node:http';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -104,9 +117,22 @@ async function exists(path: string): Promise<boolean> {
   }
 }
 
-/** Writes a small file under its final name exclusively and never half-written. */
-async function writeNewFile(path: string, data: Uint8Array | string, mode: number): Promise<void> {
-  const tmp = `${path}.${process.pid}.tmp`;
+/** Debris of an interrupted write in a project's staging directory; upload ids never start with a dot. */
+const STAGING_TEMP = /^\.tmp-[0-9a-f]{16}$/;
+
+/**
+ * Writes a small file under its final name exclusively and never half-written. It is built in
+ * the project's staging directory (same filesystem, only the ingress writes there) and linked
+ * in, so a crash leaves debris only where the ingress's own recovery sweeps, never in the cipher
+ * tree that sessions read and write.
+ */
+async function writeNewFile(
+  stagingDir: string,
+  path: string,
+  data: Uint8Array | string,
+  mode: number,
+): Promise<void> {
+  const tmp = join(stagingDir, `.tmp-${randomBytes(8).toString('hex')}`);
   const fh = await open(tmp, 'wx', mode);
   try {
     await fh.writeFile(data);
@@ -364,7 +390,7 @@ export class IngressServer {
       }
     }
     const iv = join(pdir, 'cipher', DIRIV_NAME);
-    if (!(await exists(iv))) await writeNewFile(iv, root.diriv, META_MODE);
+    if (!(await exists(iv))) await writeNewFile(join(pdir, 'staging'), iv, root.diriv, META_MODE);
   }
 
   // ---- tus ----------------------------------------------------------------------------------
@@ -686,6 +712,14 @@ export class IngressServer {
       await this.files.forget(u.id);
       await rm(this.stagingPath(u), { force: true });
     }
+    const projects = await readdir(join(this.opts.root, 'projects')).catch(() => []);
+    for (const project of projects) {
+      const staging = join(this.projectDir(project), 'staging');
+      const entries = await readdir(staging).catch(() => []);
+      for (const e of entries.filter((n) => STAGING_TEMP.test(n))) {
+        await rm(join(staging, e), { recursive: true, force: true });
+      }
+    }
   }
 
   // ---- directories --------------------------------------------------------------------------
@@ -862,6 +896,7 @@ export class IngressServer {
   /** Creates the file's directories, then links the file in: it appears whole or not at all. */
   private async publish(u: UploadRow): Promise<void> {
     const keys = u.dir_path === '' ? [] : u.dir_path.split('/');
+    const staging = join(this.projectDir(u.project), 'staging');
     let key = '';
     for (const part of keys) {
       const parentPath = this.cipherDirPath(u.project, key);
@@ -869,22 +904,26 @@ export class IngressServer {
       const d = this.store.dir(u.project, key)!;
       const path = this.cipherDirPath(u.project, key);
       if (d.long_name) {
-        await writeNewFile(join(parentPath, part + LONGNAME_SUFFIX), d.long_name, META_MODE);
+        await writeNewFile(
+          staging,
+          join(parentPath, part + LONGNAME_SUFFIX),
+          d.long_name,
+          META_MODE,
+        );
       }
       if (!(await exists(join(path, DIRIV_NAME)))) {
         // Build the directory complete with its diriv under a temporary name, then rename it.
-        const tmp = join(parentPath, `.tre-${u.id}.tmpdir`);
-        await rm(tmp, { recursive: true, force: true });
+        const tmp = join(staging, `.tmp-${randomBytes(8).toString('hex')}`);
         await mkdir(tmp);
         await this.ownDir(tmp);
-        await writeNewFile(join(tmp, DIRIV_NAME), d.diriv, META_MODE);
+        await writeNewFile(staging, join(tmp, DIRIV_NAME), d.diriv, META_MODE);
         await rename(tmp, path);
         await fsyncPath(parentPath).catch(() => undefined);
       }
     }
     const dir = this.cipherDirPath(u.project, u.dir_path);
     if (u.long_name)
-      await writeNewFile(join(dir, u.entry + LONGNAME_SUFFIX), u.long_name, META_MODE);
+      await writeNewFile(staging, join(dir, u.entry + LONGNAME_SUFFIX), u.long_name, META_MODE);
     const target = join(dir, u.entry);
     const staged = this.stagingPath(u);
     if (await exists(staged)) {
