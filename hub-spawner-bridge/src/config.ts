@@ -67,6 +67,53 @@ function commandExists(cmd: string): boolean {
   return false;
 }
 
+/**
+ * Each resource is merged with its default field by field, so a site that sets only `gpus.max`
+ * keeps the default GRES name instead of offering GPUs it cannot request.
+ */
+function parseResources(raw: unknown): ResourceLimits {
+  if (raw === undefined || raw === null) return DEFAULT_RESOURCES;
+  if (typeof raw !== 'object' || Array.isArray(raw)) {
+    throw new ConfigError('resources must be a mapping of cpus, memoryGb, gpus, hours');
+  }
+  const given = raw as Record<string, unknown>;
+  for (const k of Object.keys(given)) {
+    if (!(k in DEFAULT_RESOURCES)) throw new ConfigError(`unknown resource "${k}"`);
+  }
+  const limit = <K extends keyof ResourceLimits>(name: K): ResourceLimits[K] => {
+    const v = given[name] ?? {};
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+      throw new ConfigError(`resources.${name} must be a mapping of max and default`);
+    }
+    const merged = { ...DEFAULT_RESOURCES[name], ...(v as object) } as Record<string, unknown>;
+    for (const k of Object.keys(merged)) {
+      if (!(k in DEFAULT_RESOURCES[name])) {
+        throw new ConfigError(`unknown setting "${k}" in resources.${name}`);
+      }
+    }
+    const { max, default: dflt } = merged;
+    if (!Number.isInteger(max) || (max as number) < 0) {
+      throw new ConfigError(`resources.${name}.max must be a whole number >= 0`);
+    }
+    if (!Number.isInteger(dflt) || (dflt as number) < 0 || (dflt as number) > (max as number)) {
+      throw new ConfigError(`resources.${name}.default must be a whole number from 0 to max`);
+    }
+    if (
+      'gresName' in merged &&
+      !/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$/.test(String(merged.gresName))
+    ) {
+      throw new ConfigError(`resources.${name}.gresName must be a Slurm GRES name such as "gpu"`);
+    }
+    return merged as unknown as ResourceLimits[K];
+  };
+  return {
+    cpus: limit('cpus'),
+    memoryGb: limit('memoryGb'),
+    gpus: limit('gpus'),
+    hours: limit('hours'),
+  };
+}
+
 export function parseConfig(text: string, baseDir: string): BridgeConfig {
   let raw: Record<string, unknown>;
   try {
@@ -96,7 +143,7 @@ export function parseConfig(text: string, baseDir: string): BridgeConfig {
   if (!policy.file === !policy.kmsUrl) {
     throw new ConfigError('policy needs exactly one of file or kmsUrl');
   }
-  const resources = { ...DEFAULT_RESOURCES, ...((raw.resources ?? {}) as Partial<ResourceLimits>) };
+  const resources = parseResources(raw.resources);
   const config: BridgeConfig = {
     listen,
     gateway,

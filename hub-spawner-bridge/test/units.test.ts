@@ -2,7 +2,10 @@ import { describe, expect, test } from '@jest/globals';
 import { BatchTemplate, shellQuote } from '../src/template.js';
 import { PickupError, PickupStore } from '../src/pickup.js';
 import { mapSlurmState, parseSbatchOutput } from '../src/executors/slurm.js';
-import { TemplateError, ExecutorError } from '../src/errors.js';
+import { ConfigError, TemplateError, ExecutorError } from '../src/errors.js';
+import { parseConfig, type BridgeConfig } from '../src/config.js';
+import { DEFAULT_RESOURCES } from '../src/service.js';
+import fc from 'fast-check';
 
 describe('pickup', () => {
   test('single use, bound to the job, expires, zeroes the key', () => {
@@ -97,5 +100,60 @@ describe('slurm parsing', () => {
     expect(parseSbatchOutput('123\n')).toBe('123');
     expect(parseSbatchOutput('45;cluster\n')).toBe('45');
     expect(() => parseSbatchOutput('Submitted batch job 5')).toThrow(ExecutorError);
+  });
+});
+
+describe('config resources', () => {
+  const base =
+    'database: db.sqlite\napiTokenFile: token\nagentCommand: tre-job-agent\npolicy: { file: p.json }\n';
+  const parse = (resources: string): BridgeConfig => parseConfig(base + resources, '/etc/tre');
+
+  test('a partial entry keeps the defaults of the fields it leaves out', () => {
+    const c = parse('resources:\n  gpus: { max: 2 }\n  cpus: { max: 8, default: 2 }\n');
+    expect(c.resources.gpus).toEqual({ max: 2, default: 0, gresName: 'gpu' });
+    expect(c.resources.cpus).toEqual({ max: 8, default: 2 });
+    expect(c.resources.hours).toEqual(DEFAULT_RESOURCES.hours);
+  });
+
+  test.each([
+    ['resources: [1]\n', 'resources must be a mapping'],
+    ['resources:\n  disks: { max: 1 }\n', 'unknown resource "disks"'],
+    ['resources:\n  cpus: { max: 4, min: 1 }\n', 'unknown setting "min" in resources.cpus'],
+    ['resources:\n  cpus: { max: -1 }\n', 'resources.cpus.max must be a whole number'],
+    ['resources:\n  hours: { max: 4, default: 5 }\n', 'resources.hours.default must be'],
+    ['resources:\n  memoryGb: { max: 1.5 }\n', 'resources.memoryGb.max must be'],
+    ['resources:\n  gpus: { max: 1, gresName: "gpu;rm" }\n', 'resources.gpus.gresName must be'],
+  ])('%s is refused with a clear message', (yaml, message) => {
+    expect(() => parse(yaml)).toThrow(ConfigError);
+    expect(() => parse(yaml)).toThrow(message);
+  });
+
+  test('whatever is given, the result is complete or the file is refused', () => {
+    const value = fc.oneof(
+      fc.integer({ min: -3, max: 40 }),
+      fc.double(),
+      fc.string(),
+      fc.constant(null),
+    );
+    const entry = fc.dictionary(fc.constantFrom('max', 'default', 'gresName', 'x'), value, {
+      maxKeys: 3,
+    });
+    const resources = fc.dictionary(fc.constantFrom('cpus', 'memoryGb', 'gpus', 'hours'), entry);
+    fc.assert(
+      fc.property(resources, (r) => {
+        let c: BridgeConfig;
+        try {
+          c = parse(`resources: ${JSON.stringify(r)}\n`);
+        } catch (e) {
+          expect(e).toBeInstanceOf(ConfigError);
+          return;
+        }
+        for (const k of ['cpus', 'memoryGb', 'gpus', 'hours'] as const) {
+          const { max, default: d } = c.resources[k];
+          expect(Number.isInteger(max) && Number.isInteger(d) && d >= 0 && d <= max).toBe(true);
+        }
+        expect(typeof c.resources.gpus.gresName).toBe('string');
+      }),
+    );
   });
 });
