@@ -23,6 +23,11 @@ import { dirname, join } from 'node:path';
 import type { Duplex } from 'node:stream';
 import { fileURLToPath } from 'node:url';
 import { createDesktopProxy, hubAuthenticator, type DesktopProxy } from '@tre/desktop-proxy';
+import {
+  PICKUP_MEDIA_TYPE,
+  PickupWireError,
+  decodePickup,
+} from '@tre/hub-spawner-bridge/pickup-wire';
 import httpProxy from 'http-proxy';
 import type { Logger } from 'pino';
 import { AgentError } from './errors.js';
@@ -108,8 +113,22 @@ export async function collectPickup(
       }
       throw new AgentError(`the bridge refused the pickup (${code})`);
     }
-    const body = (await res.json()) as { config: PickupConfig; kek?: string };
-    return { config: body.config, kek: body.kek ? Buffer.from(body.kek, 'base64url') : null };
+    if (res.headers.get('content-type') !== PICKUP_MEDIA_TYPE) {
+      await res.body?.cancel();
+      throw new AgentError(
+        `the bridge answered the pickup with ${res.headers.get('content-type')}`,
+      );
+    }
+    const body = new Uint8Array(await res.arrayBuffer());
+    try {
+      const { config, kek } = decodePickup(body);
+      return { config: config as unknown as PickupConfig, kek };
+    } catch (err) {
+      if (err instanceof PickupWireError) throw new AgentError(err.message);
+      throw err;
+    } finally {
+      body.fill(0);
+    }
   }
 }
 

@@ -8,6 +8,7 @@ import type { Logger } from 'pino';
 import { BridgeError, UnauthorizedError } from './errors.js';
 import type { BridgeMetrics } from './metrics.js';
 import { PickupError } from './pickup.js';
+import { PICKUP_MEDIA_TYPE, encodePickup } from './pickup-wire.js';
 import type { BridgeService, StartRequest } from './service.js';
 
 export const OPENAPI_PATH = join(dirname(fileURLToPath(import.meta.url)), '..', 'openapi.yaml');
@@ -112,13 +113,13 @@ export function createApp(o: AppOptions): express.Express {
       throw err;
     }
     o.metrics.pickups.labels('collected').inc();
+    const body = encodePickup(secrets.config, secrets.kek ?? null);
+    secrets.kek?.fill(0);
+    res.status(200);
     res.setHeader('Cache-Control', 'no-store');
-    const body: { config: Record<string, unknown>; kek?: string } = { config: secrets.config };
-    if (secrets.kek) {
-      body.kek = secrets.kek.toString('base64url');
-      secrets.kek.fill(0);
-    }
-    res.json(body);
+    res.setHeader('Content-Type', PICKUP_MEDIA_TYPE);
+    res.setHeader('Content-Length', body.length);
+    res.end(body, () => body.fill(0));
   });
 
   api.post('/sessions/:id/agent', (req, res) => {

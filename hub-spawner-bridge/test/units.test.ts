@@ -6,6 +6,7 @@ import { ConfigError, TemplateError, ExecutorError } from '../src/errors.js';
 import { parseConfig, type BridgeConfig } from '../src/config.js';
 import { DEFAULT_RESOURCES } from '../src/service.js';
 import fc from 'fast-check';
+import { PickupWireError, decodePickup, encodePickup } from '../src/pickup-wire.js';
 
 describe('pickup', () => {
   test('single use, bound to the job, expires, zeroes the key', () => {
@@ -155,5 +156,44 @@ describe('config resources', () => {
         expect(typeof c.resources.gpus.gresName).toBe('string');
       }),
     );
+  });
+});
+
+describe('pickup wire format', () => {
+  test('configuration and KEK bytes round-trip; a locked session carries no key', () => {
+    fc.assert(
+      fc.property(
+        fc.dictionary(fc.string(), fc.jsonValue()),
+        fc.option(fc.uint8Array({ minLength: 1, maxLength: 600 })),
+        (config, kek) => {
+          const wire = encodePickup(config, kek);
+          const back = decodePickup(wire);
+          expect(back.config).toEqual(JSON.parse(JSON.stringify(config)));
+          expect(back.kek === null ? null : new Uint8Array(back.kek)).toEqual(kek);
+          // The caller wipes the answer; the KEK it got must not share its memory.
+          wire.fill(0);
+          if (kek) expect(new Uint8Array(back.kek!)).toEqual(kek);
+        },
+      ),
+    );
+  });
+
+  test('any damaged answer is refused with the typed error, never misread', () => {
+    fc.assert(
+      fc.property(fc.uint8Array({ maxLength: 64 }), (bytes) => {
+        try {
+          const r = decodePickup(bytes);
+          expect(typeof r.config).toBe('object');
+        } catch (e) {
+          expect(e).toBeInstanceOf(PickupWireError);
+        }
+      }),
+    );
+    const ok = encodePickup({ a: 1 }, Buffer.from('kek'));
+    expect(() => decodePickup(ok.subarray(0, 3))).toThrow(/shorter than its length field/);
+    expect(() => decodePickup(ok.subarray(0, 8))).toThrow(/beyond the answer/);
+    expect(() => decodePickup(encodePickup({}, null).fill(0x5b, 4))).toThrow(/not UTF-8 JSON/);
+    const arr = Buffer.concat([Buffer.from([0, 0, 0, 2]), Buffer.from('[]')]);
+    expect(() => decodePickup(arr)).toThrow(/not an object/);
   });
 });
