@@ -2,6 +2,7 @@ export * from './errors.js';
 export * from './cryptocore.js';
 export * from './kdf.js';
 export * from './envelope.js';
+export * from './wrap-contexts.js';
 export * from './keyfile.js';
 export * from './shamir.js';
 export * from './contentenc.js';
