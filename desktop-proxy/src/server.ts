@@ -70,6 +70,9 @@ const SEND_LOW_WATER = 1024 * 1024;
 const MAX_CLIENT_MESSAGE = 1024 * 1024;
 // Largest WebSocket frame assembled from several reads of the VNC socket.
 const MAX_BATCH = 1024 * 1024;
+// Frames up to this size are copied into one buffer with their header rather than written
+// as a header plus pieces (a copy of a few kB costs less than a writev with a callback).
+const SMALL_FRAME = 4096;
 const CLOSE_GRACE_MS = 2000;
 const TARGET_CONNECT_TIMEOUT_MS = 10_000;
 
@@ -81,22 +84,29 @@ function pathOf(req: IncomingMessage): string {
   }
 }
 
+/**
+ * Receives what one read of the VNC socket returned. `more` is true when the read filled its
+ * buffer, so that libuv reads again in the same event-loop turn; false when the socket is
+ * drained for now.
+ */
+type Sink = (chunk: Buffer, more: boolean) => void;
+
 /** A connected VNC socket; its data goes to `sink`, queued until a session sets one. */
 interface TargetConnection {
   socket: Socket;
-  setSink(sink: (chunk: Buffer) => void): void;
+  setSink(sink: Sink): void;
 }
 
 function connectTarget(target: Target): Promise<TargetConnection> {
   const slabs = new ReadSlabs();
-  let sink: ((chunk: Buffer) => void) | undefined;
+  let sink: Sink | undefined;
   const early: Buffer[] = [];
   const onread = {
     buffer: () => slabs.next(),
     callback: (bytes: number, buffer: Uint8Array) => {
       slabs.used(bytes);
       const chunk = (buffer as Buffer).subarray(0, bytes);
-      if (sink) sink(chunk);
+      if (sink) sink(chunk, bytes === buffer.length);
       else {
         holdReadBuffer(chunk);
         early.push(chunk);
@@ -121,10 +131,11 @@ function connectTarget(target: Target): Promise<TargetConnection> {
         socket,
         setSink(s) {
           sink = s;
-          for (const chunk of early.splice(0)) {
-            s(chunk);
+          const queued = early.splice(0);
+          queued.forEach((chunk, i) => {
+            s(chunk, i < queued.length - 1);
             releaseReadBuffer(chunk);
-          }
+          });
         },
       });
     });
@@ -324,14 +335,19 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
     let idleTimer: NodeJS.Timeout | undefined;
     // What the filter lets through from the VNC server is gathered over the reads of one
     // event-loop turn and written to the browser as one binary WebSocket frame: a header and
-    // the pieces, in one system call, with no copying and no added delay (setImmediate runs
-    // right after the current I/O phase). The frame is written to the socket directly rather
+    // the pieces, in one system call, with no copying. The frame goes out as soon as a read
+    // leaves the VNC socket drained (nothing else can arrive in this turn, so waiting would
+    // only add latency), or after the turn's last read (setImmediate runs right after the
+    // current I/O phase) while reads keep filling their buffers. Small frames are copied into
+    // one buffer with their header: one plain write, no completion callback to wait for
+    // before their read slab can be reused. The frame is written to the socket directly rather
     // than through ws's sender, which would frame (and call back for) every piece; ws still
     // owns the socket's other traffic, and nothing else writes to it in between, as each
     // frame is written in one synchronous step.
     let outbox: Buffer[] = [];
     let outboxBytes = 0;
     let flushScheduled = false;
+    let pushing = false;
 
     tcp.setNoDelay(true);
     metrics.connections.inc();
@@ -359,6 +375,20 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
       if (ended || ws.readyState !== WebSocket.OPEN) return done();
       sentToClient += total;
       bytesToClient.inc(total);
+      if (total <= SMALL_FRAME) {
+        const frame = Buffer.allocUnsafe((total < 126 ? 2 : 4) + total);
+        frame[0] = 0x82;
+        let at = 2;
+        if (total < 126) frame[1] = total;
+        else {
+          frame[1] = 126;
+          at = frame.writeUInt16BE(total, 2);
+        }
+        for (const part of parts) at += part.copy(frame, at);
+        done();
+        browser.write(frame);
+        return;
+      }
       browser.cork();
       browser.write(binaryFrameHeader(total));
       for (let i = 0; i < parts.length - 1; i++) browser.write(parts[i] as Buffer);
@@ -376,7 +406,7 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
         outbox.push(chunk);
         outboxBytes += chunk.length;
         if (outboxBytes >= MAX_BATCH) flush();
-        else if (!flushScheduled) {
+        else if (!pushing && !flushScheduled) {
           flushScheduled = true;
           setImmediate(flush);
         }
@@ -434,15 +464,26 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
       }
     };
 
-    vnc.setSink((chunk) => {
+    vnc.setSink((chunk, more) => {
       if (ended) return;
       lastActivity = Date.now();
+      pushing = true;
       try {
         filter.pushFromServer(chunk);
       } catch (err) {
-        fail(err);
+        return fail(err);
+      } finally {
+        pushing = false;
+      }
+      if (!more) flush();
+      else if (outboxBytes > 0 && !flushScheduled) {
+        flushScheduled = true;
+        setImmediate(flush);
       }
     });
+    // Small frames carry no completion callback; a drained browser socket resumes reading
+    // when the last write that was queued was one of them.
+    browser.on('drain', resumeTarget);
     tcp.on('drain', () => {
       if (wsPaused) {
         wsPaused = false;

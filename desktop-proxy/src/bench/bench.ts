@@ -203,18 +203,37 @@ async function throughput(endpoint: Endpoint, via: Via, seconds: number) {
   return { rate, cpuMsPerMb, viewerMsPerMb };
 }
 
-/** Round trips of a 1x1 FramebufferUpdateRequest and its 20-byte answer, in microseconds. */
-async function latency(endpoint: Endpoint, via: Via): Promise<number[]> {
-  const client = await session(endpoint, via);
-  for (let i = 0; i < 50; i++) await client.update(0, 0, 1, 1);
-  const samples: number[] = [];
+/**
+ * Round trips of a 1x1 FramebufferUpdateRequest and its 20-byte answer, in microseconds, for
+ * every path at once: one session each, and the samples taken in turns (direct, ours,
+ * websockify, in a rotating order), so that a burst of load on the shared machine hits all of
+ * them alike instead of whichever happened to be measured during it.
+ */
+async function latencies(endpoint: Endpoint): Promise<{
+  samples: Record<Via, number[]>;
+  cpuUs: Record<'desktop-proxy' | 'websockify', number>;
+}> {
+  const vias = ['direct', 'desktop-proxy', 'websockify'] as const;
+  const clients = await Promise.all(vias.map((via) => session(endpoint, via)));
+  for (const client of clients) for (let i = 0; i < 50; i++) await client.update(0, 0, 1, 1);
+  const samples: Record<Via, number[]> = { direct: [], 'desktop-proxy': [], websockify: [] };
+  const cpu0 = { ours: cpuTree(endpoint.ours.pid), theirs: cpuTree(endpoint.websockify.pid) };
   for (let i = 0; i < LATENCY_SAMPLES; i++) {
-    const t0 = performance.now();
-    await client.update(0, 0, 1, 1);
-    samples.push((performance.now() - t0) * 1000);
+    for (let k = 0; k < vias.length; k++) {
+      const j = (i + k) % vias.length;
+      const client = clients[j] as RfbBenchClient;
+      const t0 = performance.now();
+      await client.update(0, 0, 1, 1);
+      samples[vias[j] as Via].push((performance.now() - t0) * 1000);
+    }
   }
-  client.close();
-  return samples.sort((a, b) => a - b);
+  const cpuUs = {
+    'desktop-proxy': ((cpuTree(endpoint.ours.pid) - cpu0.ours) * 1e6) / LATENCY_SAMPLES,
+    websockify: ((cpuTree(endpoint.websockify.pid) - cpu0.theirs) * 1e6) / LATENCY_SAMPLES,
+  };
+  for (const client of clients) client.close();
+  for (const via of vias) samples[via].sort((a, b) => a - b);
+  return { samples, cpuUs };
 }
 
 /** CPU seconds (user + system) used so far by a process and its descendants. */
@@ -385,12 +404,18 @@ async function main(): Promise<number> {
         'desktop-proxy': { p50: [], p99: [] },
         websockify: { p50: [], p99: [] },
       };
+      const rtCpu: Record<'desktop-proxy' | 'websockify', number[]> = {
+        'desktop-proxy': [],
+        websockify: [],
+      };
       for (let r = 0; r < runs; r++) {
+        const { samples, cpuUs } = await latencies(endpoint);
         for (const via of ['direct', 'desktop-proxy', 'websockify'] as const) {
-          const s = await latency(endpoint, via);
-          lat[via].p50.push(pct(s, 50));
-          lat[via].p99.push(pct(s, 99));
+          lat[via].p50.push(pct(samples[via], 50));
+          lat[via].p99.push(pct(samples[via], 99));
         }
+        rtCpu['desktop-proxy'].push(cpuUs['desktop-proxy']);
+        rtCpu.websockify.push(cpuUs.websockify);
       }
       const added = (via: 'desktop-proxy' | 'websockify', p: 'p50' | 'p99') =>
         median(lat[via][p]) - median(lat.direct[p]);
@@ -399,6 +424,9 @@ async function main(): Promise<number> {
       );
       out(
         `| ${endpoint.name} | added latency p50, µs | ${f(added('desktop-proxy', 'p50'), 0)} | ${f(added('websockify', 'p50'), 0)} | | |`,
+      );
+      out(
+        `| ${endpoint.name} | proxy CPU time per round trip, µs | ${f(median(rtCpu['desktop-proxy']), 0)} | ${f(median(rtCpu.websockify), 0)} | ${f(median(rtCpu['desktop-proxy']) / median(rtCpu.websockify), 2)}x | |`,
       );
       const latOk = added('desktop-proxy', 'p99') <= added('websockify', 'p99');
       pass &&= latOk;
