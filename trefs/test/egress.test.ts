@@ -421,8 +421,9 @@ describe('the key agent with the KMS', () => {
     });
     expect(foreign.status).toBe(403);
     expect(foreign.body.key).toBeUndefined();
-    // Rita cannot lift rex's freeze either, and her mount enforces it.
-    expect((await agent(sockRita, '/freeze/lift', { requestId: req.id })).status).toBe(409);
+    // Rita cannot lift rex's freeze either (the KMS does not show her his request), and her
+    // mount enforces it.
+    expect((await agent(sockRita, '/freeze/lift', { requestId: req.id })).status).toBe(403);
     expect(await errno(() => appendFile(join(mntRita, 'export', 'a.csv'), 'x'))).toBe('EROFS');
     await unmount(dRita, mntRita);
     for (const b of [{}, { project: P, requestId: req.id, fileId: 'xyz' }]) {
