@@ -8,7 +8,7 @@
  * wrap; bad bodies refused with a message and nothing changed.
  */
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
-import { spawn } from 'node:child_process';
+import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash, randomBytes } from 'node:crypto';
 import {
   appendFile,
@@ -25,14 +25,16 @@ import {
   utimes,
   writeFile,
 } from 'node:fs/promises';
+import { existsSync } from 'node:fs';
 import { request } from 'node:http';
 import { tmpdir } from 'node:os';
-import { join } from 'node:path';
+import { join, resolve } from 'node:path';
 import { pino } from 'pino';
 import {
   decodePublicKey,
   decryptFile,
   encodePublicKey,
+  encryptKeyFile,
   generateKeyPair,
   parseHeader,
   publicKeyFromPrivate,
@@ -46,13 +48,15 @@ import { projectKeyContext, volumeKeyContext } from '../src/key-source.js';
 import { CLI, requireFuse, stopDaemon, type Daemon } from './helpers.js';
 
 const P = 'trefs-egress';
+const TRE = resolve('..', 'uploader', 'dist', 'cli.js');
+const PASS = 'a passphrase for the test only';
 const DAY = 24 * 3600 * 1000;
 
 class TokenTable {
-  readonly users = new Map<string, { name: string; admin: boolean }>();
-  add(name: string, admin = false): string {
+  readonly users = new Map<string, { name: string; admin: boolean; service?: boolean }>();
+  add(name: string, admin = false, service = false): string {
     const token = `tok-${name}-${randomBytes(8).toString('hex')}`;
-    this.users.set(token, { name, admin });
+    this.users.set(token, { name, admin, ...(service ? { service } : {}) });
     return token;
   }
   async resolve(token: string) {
@@ -77,6 +81,7 @@ let rex: Person;
 let rita: Person;
 let projectKp: KeyPair;
 const daemons: Array<{ d: Daemon; mnt: string }> = [];
+const children: ChildProcess[] = [];
 
 async function person(name: string): Promise<Person> {
   const token = hub.add(name);
@@ -140,6 +145,48 @@ async function mount(who: Person, cipher: string, mnt: string, sock: string): Pr
   return d;
 }
 
+/** Runs a node CLI with `fd3` on descriptor 3; resolves with its exit and output. */
+function runNode(args: string[], fd3 = '') {
+  const proc = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] });
+  children.push(proc);
+  (proc.stdio[3] as NodeJS.WritableStream).on('error', () => undefined);
+  (proc.stdio[3] as NodeJS.WritableStream).end(fd3);
+  let stdout = '';
+  let stderr = '';
+  proc.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  proc.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  const done = new Promise<{ code: number | null; stdout: string; stderr: string }>((res) =>
+    proc.once('exit', (code) => res({ code, stdout, stderr })),
+  );
+  return { proc, done, out: () => stdout, err: () => stderr };
+}
+
+async function startIngress(root: string): Promise<string> {
+  const tokenFile = join(base, 'ingress.token');
+  await writeFile(tokenFile, hub.add('ingress', false, true) + '\n', { mode: 0o600 });
+  const r = runNode([
+    TRE,
+    'ingress',
+    'serve',
+    '--root',
+    root,
+    '--port',
+    '0',
+    '--kms',
+    server.url,
+    '--service-token-file',
+    tokenFile,
+  ]);
+  const port = await new Promise<number>((res, rej) => {
+    r.proc.stdout!.on('data', () => {
+      const m = /listening on [^:]+:(\d+)/.exec(r.out());
+      if (m) res(Number(m[1]));
+    });
+    r.proc.once('exit', (code) => rej(new Error(`ingress exited ${code}: ${r.err()}`)));
+  });
+  return `http://127.0.0.1:${port}`;
+}
+
 async function unmount(d: Daemon, mnt: string): Promise<void> {
   await stopDaemon(d, mnt);
 }
@@ -194,8 +241,10 @@ async function cipherFiles(
 
 beforeAll(async () => {
   base = await mkdtemp(join(process.env.TREFS_TEST_TMP ?? tmpdir(), 'trefs-egress-'));
+  const defaults = loadConfig(undefined, { JUPYTERHUB_API_URL: 'http://127.0.0.1:1/hub/api' });
   const config = {
-    ...loadConfig(undefined, { JUPYTERHUB_API_URL: 'http://127.0.0.1:1/hub/api' }),
+    ...defaults,
+    hub: { ...defaults.hub, services: ['ingress'] },
     host: '127.0.0.1',
     port: 0,
     database: join(base, 'kms.sqlite'),
@@ -237,6 +286,7 @@ beforeAll(async () => {
 
 afterAll(async () => {
   for (const { d, mnt } of daemons) await stopDaemon(d, mnt);
+  for (const c of children) if (c.exitCode === null && c.signalCode === null) c.kill('SIGKILL');
   await server?.close(1000);
   await rm(base, { recursive: true, force: true });
 }, 60_000);
@@ -449,5 +499,77 @@ describe('the key agent with the KMS', () => {
     await unlink(join(mnt, 'export', 'b2.csv'));
     await unmount(dPi, mntPi);
     await unmount(d, mnt);
+  }, 180_000);
+
+  test('a released request downloads with tre download, from the frozen files in place', async () => {
+    requireFuse();
+    if (!existsSync(TRE)) throw new Error(`${TRE} is missing: run the root build first`);
+    // The sessions' cipher directory is the ingress's project tree, which serves releases.
+    const ingressRoot = join(base, 'ingress');
+    const cipher = join(ingressRoot, 'projects', P, 'cipher');
+    const mnt = join(base, 'm2');
+    const sock = join(base, 'rex2.sock');
+    await mkdir(cipher, { recursive: true });
+    await mkdir(mnt);
+    const ingress = await startIngress(ingressRoot);
+    const d = await mount(rex, cipher, mnt, sock);
+    const table = 'ward,patients\nA,120\nB,95\n';
+    try {
+      await mkdir(join(mnt, 'export'));
+      await writeFile(join(mnt, 'export', 'wards.csv'), table);
+      const req = await rex.c.createEgress(P, 'wards');
+      const frozen = await agent(sock, '/freeze', {
+        paths: ['export/wards.csv'],
+        requestId: req.id,
+      });
+      expect(frozen.status).toBe(200);
+      const [f] = frozen.body.files as Array<{
+        path: string;
+        fileId: string;
+        size: number;
+        sha256: string;
+        keys: Array<{ username: string; wrapped: never }>;
+      }>;
+      await rex.c.putEgressFiles(P, req.id, [{ ...f!, sdc: checkFile(f!.path, table) }]);
+      await rex.c.submitEgress(P, req.id);
+      await pi.c.voteEgress(P, req.id, f!.fileId, 'approve');
+      await owner.c.voteEgress(P, req.id, f!.fileId, 'approve');
+      await pi.c.decideEgress(P, req.id, 'approve');
+      expect((await agent(sock, '/freeze/lift', { requestId: req.id })).status).toBe(409);
+
+      const keyFile = join(base, 'rex.kek');
+      await writeFile(keyFile, JSON.stringify(await encryptKeyFile(rex.kek, PASS)), {
+        mode: 0o600,
+      });
+      const tokenFile = join(base, 'rex.token');
+      await writeFile(tokenFile, rex.token + '\n', { mode: 0o600 });
+      const out = join(base, 'released');
+      const dl = await runNode(
+        [
+          TRE,
+          'download',
+          String(req.id),
+          '--project',
+          P,
+          '--kms',
+          server.url,
+          '--ingress',
+          ingress,
+          '--out',
+          out,
+          '--key-file',
+          keyFile,
+          '--passphrase-fd',
+          '3',
+          '--token-file',
+          tokenFile,
+        ],
+        PASS,
+      ).done;
+      expect({ code: dl.code, stderr: dl.stderr }).toEqual({ code: 0, stderr: '' });
+      expect(await readFile(join(out, 'export', 'wards.csv'), 'utf8')).toBe(table);
+    } finally {
+      await unmount(d, mnt);
+    }
   }, 180_000);
 });
