@@ -8,7 +8,7 @@ import { wrapKey, type WrappedKey } from '@tre/crypto';
 import type { EgressKms } from './egress-kms.js';
 import { AgentError, FsError } from './errors.js';
 import type { FileFacts, TrefsFs } from './filesystem.js';
-import type { FreezeStore, FrozenFile } from './freeze.js';
+import { REFRESH_MS, type FreezeStore, type FrozenFile } from './freeze.js';
 import { egressContext } from './key-source.js';
 import type { KeyRing } from './keyring.js';
 
@@ -142,7 +142,7 @@ export class AgentOps {
     }
     const pks = kms ? await Promise.all(recipients.map((u) => kms.currentKek(u))) : [];
 
-    freeze.refresh();
+    freeze.refresh(true);
     const previous = freeze.record(requestId);
     freeze.begin(requestId, frozen, (this.o.now ?? (() => new Date()))());
     let files: FiledEntry[];
@@ -151,6 +151,9 @@ export class AgentOps {
       await fs.settle(new Set(frozen.map((f) => f.fileId)));
       await freeze.commit(requestId);
       committed = true;
+      // Other mounts of the tree see the record at their next look (at most REFRESH_MS apart);
+      // the hashes are taken once every such look has happened.
+      await new Promise((r) => setTimeout(r, 2 * REFRESH_MS + 50));
       const facts = await Promise.all(paths.map((p) => fs.facts(`/${p}`)));
       facts.forEach((f, i) => {
         if (f.fileId !== frozen[i]!.fileId || f.cipherPath !== frozen[i]!.cipherPath) {

@@ -120,7 +120,7 @@ describe('freeze records', () => {
       const again = new FreezeStore(root, 'p1', freezeMacKey(volumeKey, 'p1'), (m) =>
         warnings.push(m),
       );
-      again.refresh();
+      again.refresh(true);
       expect(again.isFrozenPath('fileC')).toBe(true);
       expect(again.covers('dirA')).toBe(true);
       expect(again.covers('dirB')).toBe(false);
@@ -131,7 +131,7 @@ describe('freeze records', () => {
       const foreign = new FreezeStore(root, 'p1', freezeMacKey(randomBytes(32), 'p1'), (m) =>
         warnings.push(m),
       );
-      foreign.refresh();
+      foreign.refresh(true);
       expect(foreign.hasAny).toBe(false);
       const tampered = JSON.parse(text) as { files: Array<{ cipherPath: string }> };
       tampered.files[0]!.cipherPath = 'elsewhere';
@@ -140,14 +140,14 @@ describe('freeze records', () => {
         JSON.stringify({ ...tampered, requestId: 8 }),
       );
       await writeFile(join(root, FREEZE_DIR, '9.json'), '\u0000garbage');
-      again.refresh();
+      again.refresh(true);
       expect(again.isFrozenPath('elsewhere')).toBe(false);
       expect(again.isFrozenPath('fileC')).toBe(true);
       expect(warnings.filter((w) => /8\.json|9\.json/.test(w))).toHaveLength(2);
 
       expect(await s.lift(7)).toBe(true);
       expect(await s.lift(7)).toBe(false);
-      again.refresh();
+      again.refresh(true);
       expect(again.hasAny).toBe(false);
     } finally {
       await rm(root, { recursive: true, force: true });

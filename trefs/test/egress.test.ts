@@ -453,6 +453,15 @@ describe('the key agent with the KMS', () => {
     });
     expect(rk.status).toBe(200);
     const dek = Buffer.from(String(rk.body.key), 'base64');
+    // Neither the review key nor a KEK appears in the daemons' logs.
+    for (const [log, who] of [
+      [dPi.stderr(), pi],
+      [d.stderr(), rex],
+    ] as const) {
+      expect(log).not.toContain(String(rk.body.key));
+      expect(log).not.toContain(dek.toString('hex'));
+      expect(log).not.toContain(Buffer.from(who.kek.privateKey).toString('base64url'));
+    }
     const plainOut = join(base, 'reviewed.csv');
     await decryptFile(dek, onDisk.get(files[0]!.fileId)!, plainOut);
     expect(await readFile(plainOut, 'utf8')).toBe(passing);
