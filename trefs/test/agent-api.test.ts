@@ -43,6 +43,16 @@ describe('key agent bodies', () => {
       paths: ['export/a.csv'],
       requestId: 3,
     });
+    expect(v.parse('/manifest', '{"paths":["/export/a.csv"]}')).toEqual({
+      paths: ['/export/a.csv'],
+    });
+    const wrapped = { v: 1, kid: 'SHA256:x', kem: 'x25519', enc: 'AAAA', ct: 'BBBB' };
+    expect(
+      v.parse(
+        '/egress/review-key',
+        JSON.stringify({ projectId: 'p1', fileId: 'a'.repeat(32), wrapped }),
+      ),
+    ).toEqual({ projectId: 'p1', fileId: 'a'.repeat(32), wrapped });
     expect(
       v.parse(
         '/egress/review-key',
@@ -58,6 +68,8 @@ describe('key agent bodies', () => {
     ['/freeze', '{"paths":["a/./b"],"requestId":1}', /\./],
     ['/freeze', '{"paths":["a/"],"requestId":1}', /empty/],
     ['/freeze', '{"paths":["a","a"],"requestId":1}', /twice/],
+    ['/freeze', '{"paths":["a","/a"],"requestId":1}', /twice/],
+    ['/manifest', '{"paths":["//a"]}', /pattern|empty/],
     ['/manifest', '{"paths":[]}', /fewer than 1/],
     [
       '/manifest',
