@@ -9,6 +9,7 @@ import type {
   KeyStatus,
   Me,
   MyProject,
+  OpenedFile,
   ServerConfig,
   Vault,
 } from './types.js';
@@ -91,6 +92,14 @@ export class TreApi {
       title,
       ...(requestId !== undefined ? { requestId } : {}),
     });
+  }
+  /** Lifts the freeze of my request if the KMS says it no longer holds its files. */
+  liftFreeze(requestId: number): Promise<{ requestId: number; lifted: boolean }> {
+    return this.call('POST', 'egress/lift', { requestId });
+  }
+  /** A filed file as a reviewer sees it: checked to be the filed one, opened with my key. */
+  openFiled(requestId: number, fileId: string): Promise<OpenedFile> {
+    return this.call('POST', 'egress/review', { requestId, fileId });
   }
   listEgress(project: string): Promise<EgressSummary[]> {
     return this.call('GET', `kms/v1/projects/${encodeURIComponent(project)}/egress`);

@@ -7,7 +7,7 @@ import { decodePublicKey, wrapKey, type PublicKey } from '@tre/crypto';
 import type { EgressFiling, EgressView, KmsClient } from '@tre/kms-service/client';
 import { EGRESS_REVIEWER_ROLES } from '@tre/kms-service/policy';
 import { checkExport } from './export-folder.js';
-import type { FileSource } from './file-source.js';
+import type { FileSource, PreparedFile } from './file-source.js';
 
 export class FilingError extends Error {
   constructor(
@@ -24,6 +24,8 @@ export interface FilingInput {
   source: FileSource;
   projectId: string;
   exportDir: string;
+  /** Put before each path (`export/` in a session: paths name the file in the project tree). */
+  pathPrefix?: string;
   /** Add to this draft or returned request; otherwise a new one is created with `title`. */
   requestId?: number;
   title?: string;
@@ -53,10 +55,14 @@ export async function recipients(
   return out;
 }
 
+/** States in which the requester may (re)file and in which filed files are not frozen. */
+export const REFILE_STATES = ['draft', 'returned'];
+export const UNFROZEN_STATES = ['draft', 'returned', 'withdrawn', 'rejected', 'revoked'];
+
 export async function fileExport(input: FilingInput): Promise<EgressView> {
   const { kms, projectId } = input;
   const me = await kms.me();
-  const checked = await checkExport(input.exportDir);
+  const checked = await checkExport(input.exportDir, input.pathPrefix);
   if (checked.length === 0) {
     throw new FilingError(
       'empty_export',
@@ -67,34 +73,67 @@ export async function fileExport(input: FilingInput): Promise<EgressView> {
   let id = input.requestId;
   if (id === undefined) {
     id = (await kms.createEgress(projectId, input.title ?? 'Outputs')).id;
+  } else {
+    // Refiling replaces the request's freeze; never touch the freeze of a request under review.
+    const current = await kms.egress(projectId, id);
+    if (!REFILE_STATES.includes(current.state)) {
+      throw new FilingError(
+        'wrong_state',
+        `request ${id} is ${current.state}: only a draft or returned request takes new files`,
+      );
+    }
+    await input.source.abandon(id);
   }
-  const filings: EgressFiling[] = [];
-  for (const e of checked) {
-    const prepared = await input.source.prepare(projectId, e.path, e.abs);
-    try {
+  let prepared: PreparedFile[] = [];
+  try {
+    prepared = await input.source.prepare(projectId, id, checked);
+    const filings: EgressFiling[] = [];
+    for (const [i, p] of prepared.entries()) {
       const keys = [];
       for (const [username, pk] of who) {
         keys.push({
           username,
-          wrapped: await wrapKey(prepared.dek, pk, {
+          wrapped: await wrapKey(p.dek, pk, {
             purpose: 'egress',
             projectId,
-            fileId: prepared.fileId,
+            fileId: p.fileId,
             recipient: username,
           }),
         });
       }
       filings.push({
-        fileId: prepared.fileId,
-        path: e.path,
-        size: prepared.size,
-        sha256: prepared.sha256,
-        sdc: e.sdc,
+        fileId: p.fileId,
+        path: p.path,
+        size: p.size,
+        sha256: p.sha256,
+        sdc: (checked[i] as (typeof checked)[number]).sdc,
         keys,
       });
-    } finally {
-      prepared.dek.fill(0);
     }
+    for (const p of prepared) p.dek.fill(0);
+    return await kms.putEgressFiles(projectId, id, filings);
+  } catch (e) {
+    await input.source.abandon(id).catch(() => undefined);
+    throw e;
+  } finally {
+    for (const p of prepared) p.dek.fill(0);
   }
-  return kms.putEgressFiles(projectId, id, filings);
+}
+
+/**
+ * Lifts the freeze of a request that no longer holds its files: the KMS says which state the
+ * request is in, so the page cannot unfreeze a request under review.
+ */
+export async function liftFreeze(
+  kms: KmsClient,
+  source: FileSource,
+  projectId: string,
+  requestId: number,
+): Promise<{ requestId: number; state: string; lifted: boolean }> {
+  const view = await kms.egress(projectId, requestId);
+  if (!UNFROZEN_STATES.includes(view.state)) {
+    return { requestId, state: view.state, lifted: false };
+  }
+  await source.abandon(requestId);
+  return { requestId, state: view.state, lifted: true };
 }
