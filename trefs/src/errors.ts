@@ -95,3 +95,15 @@ export function toErrno(err: unknown): number {
   if (code === 'INVALID_NAME') return -ERRNO.EINVAL;
   return -ERRNO.EIO;
 }
+
+/** A key agent request refused: the HTTP status, a stable code and a message for the user. */
+export class AgentError extends Error {
+  constructor(
+    readonly status: number,
+    readonly code: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'AgentError';
+  }
+}

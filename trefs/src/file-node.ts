@@ -115,6 +115,16 @@ export class FileNode {
     return this.key?.fileId;
   }
 
+  /** The file ID in hex, computed once (checked on every write of a frozen tree). */
+  get fileIdHex(): string | undefined {
+    if (this.idHex === undefined && this.key !== undefined) {
+      this.idHex = this.key.fileId.toString('hex');
+    }
+    return this.idHex;
+  }
+
+  private idHex: string | undefined;
+
   get plainSize(): number {
     return this.size;
   }

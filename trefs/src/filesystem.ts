@@ -3,7 +3,7 @@
  * each method maps its path to the cipher tree, does the work and throws FsError (or a Node
  * system error) on failure; fuse-ops.ts turns that into errno replies.
  */
-import { randomBytes } from 'node:crypto';
+import { createHash, randomBytes } from 'node:crypto';
 import { constants as fsc } from 'node:fs';
 import {
   chmod,
@@ -34,6 +34,7 @@ import {
 } from '@tre/crypto';
 import { fsError } from './errors.js';
 import { FileNode } from './file-node.js';
+import type { FreezeStore } from './freeze.js';
 import { fileIdHex, type AuditAction } from './key-source.js';
 import type { KeyRing } from './keyring.js';
 import { type NameMap, type Resolved } from './name-map.js';
@@ -49,6 +50,16 @@ export interface Stat {
   ctime: Date;
   blocks: number;
   blksize: number;
+}
+
+/** What an egress manifest records of one file: its ciphertext as stored. */
+export interface FileFacts {
+  /** Path relative to the mount's root, without a leading slash. */
+  path: string;
+  cipherPath: string;
+  fileId: string;
+  size: number;
+  sha256: string;
 }
 
 export interface StatFs {
@@ -75,6 +86,8 @@ export interface AuditRecord {
 
 export interface FsOptions {
   readOnly: boolean;
+  /** Files frozen for egress review: read-only for everyone until the freeze is lifted. */
+  freeze?: FreezeStore;
   audit?: (record: AuditRecord) => Promise<void> | void;
   warn?: (message: string) => void;
 }
@@ -116,6 +129,29 @@ export class TrefsFs {
   private writable(): void {
     this.live();
     if (this.options.readOnly) throw fsError('EROFS', 'mounted read-only');
+  }
+
+  /** Refuses a change of a frozen file's content (EROFS) or of its name or metadata (EPERM). */
+  private notFrozen(cipherPath: string, what: 'content' | 'name' | 'meta'): void {
+    const f = this.options.freeze;
+    if (f === undefined) return;
+    f.refresh();
+    if (!f.hasAny) return;
+    const rel = this.rel(cipherPath);
+    if (what === 'name' ? f.covers(rel) : f.isFrozenPath(rel)) {
+      throw what === 'content'
+        ? fsError('EROFS', `${rel} is frozen for an egress review`)
+        : fsError('EPERM', `${rel} is frozen for an egress review`);
+    }
+  }
+
+  private nodeNotFrozen(node: FileNode): void {
+    const f = this.options.freeze;
+    if (f === undefined) return;
+    f.refresh();
+    if (f.hasAny && node.fileIdHex !== undefined && f.isFrozenFile(node.fileIdHex)) {
+      throw fsError('EROFS', `file ${node.fileIdHex} is frozen for an egress review`);
+    }
   }
 
   private rel(cipherPath: string): string {
@@ -162,10 +198,19 @@ export class TrefsFs {
     const { cipherPath } = await this.names.resolve(path);
     const st = await lstat(cipherPath);
     if (st.isDirectory()) throw fsError('EISDIR', `${path} is a directory`);
+    if (mode.write) this.notFrozen(cipherPath, 'content');
     const node = await this.acquireNode(`${st.dev}:${st.ino}`, cipherPath);
     if (mode.write && !node.writable) {
       await this.releaseNode(node);
       throw fsError('EACCES', `${path} cannot be opened for writing`);
+    }
+    if (mode.write) {
+      try {
+        this.nodeNotFrozen(node);
+      } catch (err) {
+        await this.releaseNode(node);
+        throw err;
+      }
     }
     await this.options.audit?.({
       action: 'open',
@@ -212,12 +257,15 @@ export class TrefsFs {
     this.writable();
     const h = this.handle(handle);
     if (!h.writable) throw fsError('EBADF', 'file handle is not open for writing');
+    this.nodeNotFrozen(h.node);
     return h.node.write(data, pos);
   }
 
   async ftruncate(handle: number, size: number): Promise<void> {
     this.writable();
-    await this.handle(handle).node.truncate(size);
+    const node = this.handle(handle).node;
+    this.nodeNotFrozen(node);
+    await node.truncate(size);
   }
 
   async truncate(path: string, size: number): Promise<void> {
@@ -225,9 +273,11 @@ export class TrefsFs {
     const { cipherPath } = await this.names.resolve(path);
     const st = await lstat(cipherPath);
     if (st.isDirectory()) throw fsError('EISDIR', `${path} is a directory`);
+    this.notFrozen(cipherPath, 'content');
     const node = await this.acquireNode(`${st.dev}:${st.ino}`, cipherPath);
     try {
       if (!node.writable) throw fsError('EACCES', `${path} is not writable`);
+      this.nodeNotFrozen(node);
       await node.truncate(size);
     } finally {
       await this.releaseNode(node);
@@ -248,6 +298,7 @@ export class TrefsFs {
   async unlink(path: string): Promise<void> {
     this.writable();
     const r = await this.names.resolve(path);
+    this.notFrozen(r.cipherPath, 'name');
     const fileId = await this.peekFileId(r.cipherPath);
     await unlink(r.cipherPath);
     if (r.name?.longNameFile) await rm(r.cipherPath + LONGNAME_SUFFIX, { force: true });
@@ -264,6 +315,8 @@ export class TrefsFs {
     const src = await this.names.resolve(from);
     const dst = await this.names.resolve(to);
     if (src.name === undefined || dst.name === undefined) throw fsError('EBUSY', 'cannot move /');
+    this.notFrozen(src.cipherPath, 'name');
+    this.notFrozen(dst.cipherPath, 'name');
     const srcStat = await lstat(src.cipherPath);
     const fileId = srcStat.isFile() ? await this.peekFileId(src.cipherPath) : undefined;
     if (srcStat.isDirectory()) await this.removeIfEmptyDir(dst.cipherPath, to);
@@ -312,6 +365,7 @@ export class TrefsFs {
     this.writable();
     const r = await this.names.resolve(path);
     if (r.parent === undefined) throw fsError('EBUSY', 'cannot remove /');
+    this.notFrozen(r.cipherPath, 'name');
     const st = await lstat(r.cipherPath);
     if (!st.isDirectory()) throw fsError('ENOTDIR', `${path} is not a directory`);
     const entries = await readdir(r.cipherPath);
@@ -328,17 +382,23 @@ export class TrefsFs {
 
   async chmod(path: string, mode: number): Promise<void> {
     this.writable();
-    await chmod((await this.names.resolve(path)).cipherPath, mode & 0o7777);
+    const { cipherPath } = await this.names.resolve(path);
+    this.notFrozen(cipherPath, 'meta');
+    await chmod(cipherPath, mode & 0o7777);
   }
 
   async chown(path: string, uid: number, gid: number): Promise<void> {
     this.writable();
-    await lchown((await this.names.resolve(path)).cipherPath, uid, gid);
+    const { cipherPath } = await this.names.resolve(path);
+    this.notFrozen(cipherPath, 'meta');
+    await lchown(cipherPath, uid, gid);
   }
 
   async utimens(path: string, atimeMs: number, mtimeMs: number): Promise<void> {
     this.writable();
-    await utimes((await this.names.resolve(path)).cipherPath, new Date(atimeMs), new Date(mtimeMs));
+    const { cipherPath } = await this.names.resolve(path);
+    this.notFrozen(cipherPath, 'meta');
+    await utimes(cipherPath, new Date(atimeMs), new Date(mtimeMs));
   }
 
   async statfs(): Promise<StatFs> {
@@ -377,6 +437,64 @@ export class TrefsFs {
     const fileId = await this.peekFileId(cipherPath);
     if (fileId === undefined) throw fsError('ENODATA', `${path} has no header yet`);
     return (await this.keys.fileKey(Buffer.from(fileId, 'hex'))).dek;
+  }
+
+  /** The cipher path (relative) and file ID of a regular file with a header, for a freeze. */
+  async frozenFileOf(path: string): Promise<{ cipherPath: string; fileId: string }> {
+    this.live();
+    const { cipherPath } = await this.names.resolve(path);
+    const st = await lstat(cipherPath);
+    if (!st.isFile()) throw fsError('EISDIR', `${path} is not a regular file`);
+    const fileId = await this.peekFileId(cipherPath);
+    if (fileId === undefined) throw fsError('ENODATA', `${path} has no header yet`);
+    return { cipherPath: this.rel(cipherPath), fileId };
+  }
+
+  /**
+   * Waits until every change already under way on these files has finished: each open node's
+   * write lock is taken once. Called after a freeze is enforced, so no later change starts.
+   */
+  async settle(fileIds: Set<string>): Promise<void> {
+    const nodes = await Promise.all([...this.nodes.values()].map((p) => p.catch(() => undefined)));
+    await Promise.all(
+      nodes
+        .filter((n) => n?.fileIdHex !== undefined && fileIds.has(n.fileIdHex))
+        .map((n) => n!.lock.write(async () => undefined)),
+    );
+  }
+
+  /** Size and SHA-256 of a file's ciphertext as stored, and its file ID from the header. */
+  async facts(path: string): Promise<FileFacts> {
+    this.live();
+    const { cipherPath } = await this.names.resolve(path);
+    const fh = await open(cipherPath, fsc.O_RDONLY | fsc.O_NOFOLLOW);
+    try {
+      const st = await fh.stat();
+      if (!st.isFile()) throw fsError('EISDIR', `${path} is not a regular file`);
+      const hash = createHash('sha256');
+      const buf = Buffer.allocUnsafe(1 << 20);
+      const header = Buffer.alloc(HEADER_LEN);
+      let size = 0;
+      for (;;) {
+        const { bytesRead } = await fh.read(buf, 0, buf.length, size);
+        if (bytesRead === 0) break;
+        if (size < HEADER_LEN) {
+          buf.copy(header, size, 0, Math.min(bytesRead, HEADER_LEN - size));
+        }
+        hash.update(buf.subarray(0, bytesRead));
+        size += bytesRead;
+      }
+      if (size < HEADER_LEN) throw fsError('ENODATA', `${path} has no header yet`);
+      return {
+        path: path.replace(/^\/+/, ''),
+        cipherPath: this.rel(cipherPath),
+        fileId: fileIdHex(parseHeader(header)),
+        size,
+        sha256: hash.digest('hex'),
+      };
+    } finally {
+      await fh.close();
+    }
   }
 
   /** Closes every open file (unmount). */

@@ -1,76 +1,124 @@
 /**
- * The key agent: an HTTP endpoint on a unix socket (mode 0600) answering the key requests of
- * the per-file-key gocryptfs fork's `-kms` option, so a site can run that filesystem on the
- * same keys:
+ * The key agent: HTTP on a unix socket (mode 0600) beside the mount, bound into the session at
+ * /run/tre/key-agent.sock. Its operations are in key-agent.openapi.json:
  *
- *   POST /  {"path": "<plaintext path inside the mount>"}
- *   200     {"key": "<standard base64 of the file's 32-byte DEK>"}
- *   404     unknown path, or a file without a header yet; 403 after revocation; 400 bad request
+ *   POST /                   {path}                        -> {key}  (the gocryptfs fork's -kms)
+ *   POST /manifest           {paths}                       -> {files: [{path, fileId, size, sha256}]}
+ *   POST /freeze             {paths, requestId}            -> {requestId, files: [... keys]}
+ *   POST /freeze/lift        {requestId}                   -> {requestId, lifted}
+ *   POST /grants             {project}                     -> {completed, skipped}
+ *   POST /egress/review-key  {project, requestId, fileId}  -> {fileId, path, size, sha256, key}
+ *   GET  /openapi.json
  *
- * Only the socket's owner can connect; the DEK is released only for files of this project.
+ * Errors are `{"error": message, "code": code}` with 400 (bad body), 403, 404, 409, 501 (needs
+ * the KMS) or 502 (the KMS failed). Only the socket's owner can connect. This is the HTTP shell:
+ * validation is agent-api.ts, the work agent-ops.ts and filesystem.ts.
  */
 import { chmod, rm } from 'node:fs/promises';
-import { createServer, type Server } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import { posix } from 'node:path';
 import type { Logger } from 'pino';
-import { FsError, ERRNO } from './errors.js';
+import { AGENT_API, AgentValidator, type AgentRoute } from './agent-api.js';
+import type { AgentOps } from './agent-ops.js';
+import { AgentError, FsError, ERRNO } from './errors.js';
 import type { TrefsFs } from './filesystem.js';
 
-const MAX_BODY = 16 * 1024;
+const MAX_BODY = 64 * 1024;
 
 export class KeyAgent {
   private server: Server | undefined;
+  private readonly validator = new AgentValidator();
 
   constructor(
     private readonly fs: TrefsFs,
     readonly socketPath: string,
     private readonly log: Logger,
+    private readonly ops?: AgentOps,
   ) {}
+
+  private async fileKey(path: string): Promise<{ key: string }> {
+    const normal = posix.normalize(posix.join('/', path));
+    try {
+      const dek = await this.fs.dekOf(normal);
+      this.log.info({ path: normal }, 'key agent released a file key');
+      return { key: dek.toString('base64') };
+    } catch (err) {
+      const errno = err instanceof FsError ? err.errno : undefined;
+      if (errno === ERRNO.EACCES) throw new AgentError(403, 'access_ended', 'access has ended');
+      const code = (err as NodeJS.ErrnoException).code;
+      if (errno !== undefined || code === 'ENOENT' || code === 'ENOTDIR') {
+        throw new AgentError(404, 'no_such_file', 'no such file');
+      }
+      throw err;
+    }
+  }
+
+  private dispatch(route: string, text: string): Promise<object> {
+    const v = this.validator;
+    if (route === '/') return this.fileKey(v.parse('/', text).path);
+    const ops = this.ops;
+    if (!ops || !v.routes().includes(route)) {
+      throw new AgentError(404, 'no_such_operation', `no operation POST ${route}`);
+    }
+    switch (route as AgentRoute) {
+      case '/manifest':
+        return ops.manifest(v.parse('/manifest', text).paths);
+      case '/freeze': {
+        const b = v.parse('/freeze', text);
+        return ops.freeze(b.paths, b.requestId);
+      }
+      case '/freeze/lift':
+        return ops.lift(v.parse('/freeze/lift', text).requestId);
+      case '/grants':
+        return ops.grants(v.parse('/grants', text).project);
+      default: {
+        const b = v.parse('/egress/review-key', text);
+        return ops.reviewKey(b.project, b.requestId, b.fileId);
+      }
+    }
+  }
+
+  private handle(req: IncomingMessage, res: ServerResponse): void {
+    const reply = (status: number, body: object) => {
+      res.writeHead(status, { 'content-type': 'application/json', 'cache-control': 'no-store' });
+      res.end(JSON.stringify(body));
+    };
+    const route = (req.url ?? '/').split('?')[0]!;
+    if (req.method === 'GET' && route === '/openapi.json') return reply(200, AGENT_API);
+    if (req.method !== 'POST') return reply(405, { error: 'use POST', code: 'method' });
+    const chunks: Buffer[] = [];
+    let size = 0;
+    req.on('data', (c: Buffer) => {
+      size += c.length;
+      if (size > MAX_BODY) {
+        reply(413, { error: `the body is larger than ${MAX_BODY} bytes`, code: 'too_large' });
+        req.destroy();
+      } else chunks.push(c);
+    });
+    req.on('end', () => {
+      let p: Promise<object>;
+      try {
+        p = this.dispatch(route, Buffer.concat(chunks).toString('utf8'));
+      } catch (err) {
+        p = Promise.reject(err);
+      }
+      p.then(
+        (body) => reply(200, body),
+        (err) => {
+          if (err instanceof AgentError) {
+            if (err.status >= 500) this.log.warn({ route, err: err.message }, 'key agent: KMS');
+            return reply(err.status, { error: err.message, code: err.code });
+          }
+          this.log.warn({ route, err: (err as Error).message }, 'key agent request failed');
+          return reply(500, { error: 'internal error', code: 'internal' });
+        },
+      );
+    });
+  }
 
   async start(): Promise<void> {
     await rm(this.socketPath, { force: true });
-    const server = createServer((req, res) => {
-      const reply = (status: number, body: object) => {
-        res.writeHead(status, { 'content-type': 'application/json' });
-        res.end(JSON.stringify(body));
-      };
-      if (req.method !== 'POST') return reply(405, { error: 'use POST' });
-      const chunks: Buffer[] = [];
-      let size = 0;
-      req.on('data', (c: Buffer) => {
-        size += c.length;
-        if (size > MAX_BODY) req.destroy();
-        else chunks.push(c);
-      });
-      req.on('end', () => {
-        let path: unknown;
-        try {
-          path = (JSON.parse(Buffer.concat(chunks).toString('utf8')) as { path?: unknown }).path;
-        } catch {
-          return reply(400, { error: 'body must be JSON {"path": "..."}' });
-        }
-        if (typeof path !== 'string' || path.length === 0 || path.includes('\0')) {
-          return reply(400, { error: '"path" must be a non-empty string' });
-        }
-        const normal = posix.normalize(posix.join('/', path));
-        this.fs.dekOf(normal).then(
-          (dek) => {
-            this.log.info({ path: normal }, 'key agent released a file key');
-            reply(200, { key: dek.toString('base64') });
-          },
-          (err) => {
-            const errno = err instanceof FsError ? err.errno : undefined;
-            if (errno === ERRNO.EACCES) return reply(403, { error: 'access has ended' });
-            const code = (err as NodeJS.ErrnoException).code;
-            if (errno !== undefined || code === 'ENOENT' || code === 'ENOTDIR') {
-              return reply(404, { error: 'no such file' });
-            }
-            this.log.warn({ err: (err as Error).message }, 'key agent request failed');
-            return reply(500, { error: 'internal error' });
-          },
-        );
-      });
-    });
+    const server = createServer((req, res) => this.handle(req, res));
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       // The socket is created with the process umask; tighten it before announcing it.

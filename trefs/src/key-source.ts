@@ -6,6 +6,7 @@
  * or a private key.
  */
 import type { PublicKey, WrapContext, WrappedKey } from '@tre/crypto';
+import type { EgressKms } from './egress-kms.js';
 
 /** One epoch of a project's key pair, as released to one member. */
 export interface ProjectKeyRecord {
@@ -70,6 +71,8 @@ export interface KeyService {
   registerFiles(records: WrappedDekRecord[]): Promise<void>;
   membershipStatus(): Promise<MembershipStatus>;
   auditBatch(events: AuditEvent[]): Promise<void>;
+  /** Egress requests and grants (the KMS only; a local key service has none). */
+  readonly egress?: EgressKms;
 }
 
 /*
@@ -86,6 +89,11 @@ export function volumeKeyContext(projectId: string): WrapContext {
 
 export function dekContext(projectId: string, fileId: string): WrapContext {
   return { purpose: 'file-dek', projectId, fileId };
+}
+
+/** A filed file's DEK wrapped to one egress recipient (shared with kms-service and uploader). */
+export function egressContext(projectId: string, fileId: string, recipient: string): WrapContext {
+  return { purpose: 'egress', projectId, fileId, recipient };
 }
 
 export function fileIdHex(fileId: Uint8Array): string {

@@ -14,7 +14,11 @@ import {
   KEY_LEN,
   publicKeyFromPrivate,
   unwrapKey,
+  wrapKey,
   type KeyPair,
+  type PublicKey,
+  type WrapContext,
+  type WrappedKey,
 } from '@tre/crypto';
 import { DekMaker } from './dek-maker.js';
 import { WrongKeyError, fsError } from './errors.js';
@@ -177,6 +181,34 @@ export class KeyRing {
     if (this.pool.length < this.poolSize / 2) void this.startRefill().catch(() => undefined);
     this.cache.set(fileIdHex(key.fileId), Promise.resolve(key));
     return key;
+  }
+
+  /** Epochs of the project key this mount holds. */
+  get epochs(): number[] {
+    return [...this.projectKeys.keys()];
+  }
+
+  /**
+   * The project private key of `epoch` wrapped to a newcomer's KEK (a grant's completion); the
+   * private key itself never leaves the ring.
+   */
+  async wrapProjectKey(epoch: number, recipient: PublicKey): Promise<WrappedKey> {
+    this.assertLive();
+    const pair = this.projectKeys.get(epoch);
+    if (pair === undefined) {
+      throw new WrongKeyError(`epoch ${epoch} of the project key was not released to you`);
+    }
+    return wrapKey(pair.privateKey, recipient, projectKeyContext(this.projectId, epoch));
+  }
+
+  /**
+   * Opens a key wrapped to the member's own KEK (an egress review DEK). The caller zeroes the
+   * result after use.
+   */
+  async unwrapForMember(wrapped: WrappedKey, context: WrapContext): Promise<Buffer> {
+    this.assertLive();
+    const key = await unwrapKey(wrapped, this.kek, context);
+    return Buffer.from(key.buffer, key.byteOffset, key.byteLength);
   }
 
   /** Starts the key worker (thread and modules) ahead of the first create. */

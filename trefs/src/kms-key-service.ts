@@ -11,6 +11,7 @@
 import { KmsClient, KmsClientError, type FsEventInput } from '@tre/kms-service/client';
 import type { Logger } from 'pino';
 import { decodePublicKey } from '@tre/crypto';
+import { KmsEgress } from './egress-kms.js';
 import { KmsUnreachableError, NotMemberError, WrongKeyError } from './errors.js';
 import type {
   AuditEvent,
@@ -50,6 +51,8 @@ function toFsEvent(e: AuditEvent): FsEventInput {
 export class KmsKeyService implements KeyService {
   private readonly client: KmsClient;
   private username: string | undefined;
+  /** The key agent's egress and grant operations, as the same member. */
+  readonly egress: KmsEgress;
 
   constructor(
     baseUrl: string,
@@ -60,6 +63,7 @@ export class KmsKeyService implements KeyService {
     private readonly session?: string,
   ) {
     this.client = new KmsClient({ baseUrl, token });
+    this.egress = new KmsEgress(this.client);
   }
 
   async fetchProjectKeys(): Promise<ProjectKeys> {

@@ -18,6 +18,7 @@ import {
   type KeyPair,
   TEMP_NAME,
 } from '@tre/crypto';
+import { AgentOps } from './agent-ops.js';
 import { AuditLog, type AuditOptions } from './audit.js';
 import { CallerResolver } from './caller.js';
 import {
@@ -29,6 +30,7 @@ import {
   WrongKeyError,
 } from './errors.js';
 import { TrefsFs } from './filesystem.js';
+import { FREEZE_DIR, FreezeStore, freezeMacKey } from './freeze.js';
 import { buildOps, createFuse, mountFuse, unmountFuse, Fuse } from './fuse-ops.js';
 import { KeyAgent } from './key-agent.js';
 import type { KeyService } from './key-source.js';
@@ -98,7 +100,14 @@ async function checkCipherDir(dir: string, readOnly: boolean): Promise<boolean> 
 /** gocryptfs stores no key check value; the first decryptable root entry is the check. */
 async function checkVolumeKey(dir: string, names: NameTransform, iv: Buffer): Promise<void> {
   for (const entry of await readdir(dir)) {
-    if (entry === DIRIV_NAME || entry === CONF_NAME || TEMP_NAME.test(entry)) continue;
+    if (
+      entry === DIRIV_NAME ||
+      entry === CONF_NAME ||
+      entry === FREEZE_DIR ||
+      TEMP_NAME.test(entry)
+    ) {
+      continue;
+    }
     const kind = cipherNameKind(entry);
     if (kind === 'longname-file') continue;
     try {
@@ -157,13 +166,30 @@ export async function mountTrefs(opts: MountOptions): Promise<Mounted> {
     throw new CipherDirError(`cannot read ${cipherDir}: ${(err as Error).message}`);
   }
   const audit = new AuditLog(opts.service, new CallerResolver(), log, opts.audit);
+  const freeze = new FreezeStore(
+    cipherDir,
+    keys.projectId,
+    freezeMacKey(keys.volumeKey(), keys.projectId),
+    (message) => log.warn(message),
+  );
+  freeze.refresh();
   const fs = new TrefsFs(nameMap, keys, {
     readOnly,
+    freeze,
     audit: (r) => audit.record(r),
     warn: (message) => log.warn(message),
   });
 
-  const agent = opts.keyAgentSocket ? new KeyAgent(fs, opts.keyAgentSocket, log) : undefined;
+  const ops = new AgentOps({
+    fs,
+    keys,
+    freeze,
+    projectId: keys.projectId,
+    readOnly,
+    ...(opts.service.egress ? { kms: opts.service.egress } : {}),
+    log: (msg, fields) => log.info(fields, msg),
+  });
+  const agent = opts.keyAgentSocket ? new KeyAgent(fs, opts.keyAgentSocket, log, ops) : undefined;
   let fuse: ReturnType<typeof createFuse> | undefined;
   if (!opts.noFuse) {
     fuse = createFuse(resolve(opts.mountpoint), buildOps(fs, log), { readOnly });
@@ -193,6 +219,7 @@ export async function mountTrefs(opts: MountOptions): Promise<Mounted> {
     opts.pollMs ?? 1000,
     (reason) => {
       keys.wipe();
+      freeze.wipe();
       log.warn({ reason }, 'membership ended: keys wiped, new opens are refused');
       onRevoke(reason);
     },
@@ -219,6 +246,7 @@ export async function mountTrefs(opts: MountOptions): Promise<Mounted> {
       await fs.closeAll();
       await audit.stop();
       keys.wipe();
+      freeze.wipe();
       log.info({ mountpoint: opts.mountpoint }, 'unmounted');
     },
   };

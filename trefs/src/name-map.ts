@@ -18,6 +18,7 @@ import {
   type EncryptedName,
   TEMP_NAME,
 } from '@tre/crypto';
+import { FREEZE_DIR } from './freeze.js';
 import { fsError } from './errors.js';
 
 export interface DirInfo {
@@ -73,7 +74,11 @@ export class NameMap {
     const info = await this.dirInfo(dir);
     const out: string[] = [];
     for (const entry of await readdir(info.cipherPath)) {
-      if (entry === DIRIV_NAME || (dir === '/' && entry === CONF_NAME) || TEMP_NAME.test(entry)) {
+      if (
+        entry === DIRIV_NAME ||
+        (dir === '/' && (entry === CONF_NAME || entry === FREEZE_DIR)) ||
+        TEMP_NAME.test(entry)
+      ) {
         continue;
       }
       const kind = cipherNameKind(entry);
