@@ -328,7 +328,7 @@ class EgressReviewHandler(TreHandler):
         status, result = await self.helper(
             "review",
             {
-                **self.session_payload(),
+                "project": self.state["project"],
                 "keyAgent": agent,
                 "mountDir": self.project_dir(),
                 "requestId": request_id,

@@ -78,7 +78,11 @@ export class TreApi {
   keys(): Promise<KeyStatus> {
     return this.call('GET', 'keys');
   }
-  completeGrants(project: string): Promise<{ completed: number }> {
+  /** Forwarded to trefs's key agent, which holds the project key (`POST /grants`). */
+  completeGrants(project: string): Promise<{
+    completed: Array<{ id: number; username: string; epoch: number }>;
+    skipped: Array<{ id: number; username: string; reason: string }>;
+  }> {
     return this.call('POST', 'grants', { project });
   }
   switchProject(project: string): Promise<{ project: string; restart: boolean; next?: string }> {

@@ -195,12 +195,16 @@ describe('in a session: through the key agent', () => {
     mkdirSync(cipher);
     writeFileSync(join(mount, 'export', 'tables', 'ok.csv'), 'ward,n\nA,40\nB,31\n');
     writeFileSync(join(mount, 'export', 'small.csv'), 'ward,n\nA,40\nB,2\n');
-    const common = { mountDir: mount, cipherDir: cipher, projectId: P };
+    const recipients = (['rex', 'pia', 'dora'] as const).map(
+      (n) => [n, kps[n]!] as [string, (typeof kps)[string]],
+    );
+    const common = { mountDir: mount, cipherDir: cipher, projectId: P, recipients };
     rexAgent = await startKeyAgentDouble({
       ...common,
       socket: join(dir, 'rex.sock'),
       username: 'rex',
       kek: kps.rex!,
+      kms: clients.rex!,
     });
     // The data owner's own session of the same project tree.
     doraAgent = await startKeyAgentDouble({
@@ -208,6 +212,7 @@ describe('in a session: through the key agent', () => {
       socket: join(dir, 'dora.sock'),
       username: 'dora',
       kek: kps.dora!,
+      kms: clients.dora!,
     });
     session = {
       kmsUrl: t.url,
@@ -235,7 +240,7 @@ describe('in a session: through the key agent', () => {
     ]);
   });
 
-  test('filing freezes first, files the agent manifest, wraps the agent DEKs; lift once returned', async () => {
+  test('filing is the agent freeze: its manifest and wraps filed, no DEK in the container; lift once returned', async () => {
     const token = tokenOf('rex');
     rexAgent.calls.length = 0;
     const r = await run(['file'], { ...session, token, title: 'Session outputs' });
@@ -244,27 +249,19 @@ describe('in a session: through the key agent', () => {
       id: number;
       files: Array<{ fileId: string; path: string; sha256: string; size: number }>;
     };
-    expect(rexAgent.calls).toEqual(['POST /freeze', 'POST /manifest', 'POST /', 'POST /']);
-    expect(rexAgent.frozen.get(view.id)).toEqual(['/export/small.csv', '/export/tables/ok.csv']);
+    expect(rexAgent.calls).toEqual(['POST /freeze']);
+    expect(rexAgent.frozen.get(view.id)).toEqual(['export/small.csv', 'export/tables/ok.csv']);
     expect(statSync(join(mount, 'export', 'small.csv')).mode & 0o222).toBe(0);
     expect(view.files.map((f) => f.path)).toEqual(['export/small.csv', 'export/tables/ok.csv']);
     // Refiling the draft replaces its freeze; the files keep their IDs (trefs's file IDs).
     const refiled = await run(['file'], { ...session, token, requestId: view.id });
     expect(refiled.code).toBe(0);
-    expect(rexAgent.calls.slice(4)).toEqual([
-      'POST /freeze/lift',
-      'POST /freeze',
-      'POST /manifest',
-      'POST /',
-      'POST /',
-    ]);
+    expect(rexAgent.calls).toEqual(['POST /freeze', 'POST /freeze']);
     const filed = await clients.rex!.egress(P, view.id);
     expect(filed.files.map((f) => f.fileId)).toEqual(view.files.map((f) => f.fileId));
     // A reviewer opens a filed file in their own session once it is submitted.
     await clients.rex!.submitEgress(P, view.id);
     const opened = await run(['review'], {
-      kmsUrl: t.url,
-      token: tokenOf('dora'),
       project: P,
       keyAgent: doraAgent.socket,
       mountDir: mount,
@@ -278,7 +275,7 @@ describe('in a session: through the key agent', () => {
       verified: true,
       text: 'ward,n\nA,40\nB,31\n',
     });
-    expect(doraAgent.calls).toEqual(['POST /manifest', 'POST /egress/review-key', 'POST /']);
+    expect(doraAgent.calls).toEqual(['POST /egress/review-key', 'POST /manifest', 'POST /']);
     // Under review the page cannot unfreeze, nor refile.
     const early = await run(['lift'], { ...session, token, requestId: view.id });
     expect(early.out).toEqual({ requestId: view.id, state: 'submitted', lifted: false });
@@ -306,8 +303,6 @@ describe('in a session: through the key agent', () => {
     rmSync(small);
     writeFileSync(small, 'ward,n\nA,40\nB,3\n');
     const changed = await run(['review'], {
-      kmsUrl: t.url,
-      token: tokenOf('dora'),
       project: P,
       keyAgent: doraAgent.socket,
       mountDir: mount,
@@ -327,18 +322,18 @@ describe('in a session: through the key agent', () => {
 
   test('a refused filing lifts the freeze it made; agent refusals keep their status', async () => {
     const token = tokenOf('rex');
-    rexAgent.failNext('/manifest', 403);
+    // The KMS refuses a filing whose wraps are malformed: the freeze goes again.
+    rexAgent.breakWrapsNext();
     const r = await run(['file'], { ...session, token, title: 'Refused' });
     expect(r.code).toBe(1);
-    expect(r.out.error).toMatchObject({ code: 'agent_refused', status: 403 });
-    expect([...rexAgent.frozen.values()].flat()).not.toContain('/export/small.csv');
-    expect(rexAgent.calls.slice(-3)).toEqual([
-      'POST /freeze',
-      'POST /manifest',
-      'POST /freeze/lift',
-    ]);
+    expect(r.out.error).toMatchObject({ status: 400 });
+    expect([...rexAgent.frozen.values()].flat()).not.toContain('export/small.csv');
+    expect(rexAgent.calls.slice(-2)).toEqual(['POST /freeze', 'POST /freeze/lift']);
+    rexAgent.failNext('/freeze', 403);
+    const refused = await run(['file'], { ...session, token, title: 'Refused' });
+    expect(refused.out.error).toMatchObject({ code: 'not_yours', status: 403 });
     const grants = await run(['grants'], { project: P, keyAgent: rexAgent.socket });
-    expect(grants.out).toEqual({ completed: 0, project: P });
+    expect(grants.out).toEqual({ completed: [], skipped: [] });
   });
 
   test('an agent without the operations, or none at all: 501 / 502 with a reason', async () => {
@@ -349,6 +344,8 @@ describe('in a session: through the key agent', () => {
       projectId: P,
       username: 'rex',
       kek: kps.rex!,
+      kms: clients.rex!,
+      recipients: [],
       missing: ['/freeze', '/freeze/lift', '/manifest', '/grants', '/egress/review-key'],
     });
     try {

@@ -164,7 +164,12 @@ describe('Keys panel', () => {
       }),
       'POST grants': () => {
         completed = 1;
-        return { json: { completed: 1 } };
+        return {
+          json: {
+            completed: [{ id: 7, username: 'newbie', epoch: 1 }],
+            skipped: [{ id: 8, username: 'nokey', reason: 'no key yet' }],
+          },
+        };
       },
     });
     const panel = new KeysPanel(api);
@@ -181,7 +186,9 @@ describe('Keys panel', () => {
     await panel.refresh();
     expect(calls).toContain('POST grants {"project":"p1"}');
     expect(q(panel, '[data-grant]')).toHaveLength(0);
-    expect(panel.node.querySelector('.jp-tre-info')!.textContent).toBe('Completed 1 grant(s).');
+    expect(panel.node.querySelector('.jp-tre-info')!.textContent).toBe(
+      'Completed 1 grant(s). Not completed: nokey: no key yet.',
+    );
   });
 
   test('no vault and no key agent are said plainly', async () => {

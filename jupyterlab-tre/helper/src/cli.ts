@@ -10,7 +10,7 @@
  *                                                         -> the request view
  *   lift    {kmsUrl, token, project, keyAgent, requestId} -> {requestId, state, lifted}
  *   grants  {project, keyAgent}                           -> the key agent's answer
- *   review  {kmsUrl, token, project, keyAgent, mountDir, requestId, fileId}
+ *   review  {project, keyAgent, mountDir, requestId, fileId}
  *                                                         -> {path, size, verified, text?}
  *
  * Exit codes: 0 success, 1 the operation failed ({"error": {code, message}} on stdout),
@@ -113,7 +113,6 @@ async function run(cmd: string, input: Record<string, unknown>): Promise<unknown
   }
   if (cmd === 'review') {
     return openFiled({
-      kms: kmsOf(input),
       agent: agentOf(input),
       projectId: str(input, 'project'),
       mountDir: str(input, 'mountDir'),

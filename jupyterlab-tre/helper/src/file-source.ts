@@ -1,20 +1,28 @@
 /**
- * Where a filed file's ciphertext and DEK come from. Filing needs, per file, the gocryptfs file
- * ID, the size and SHA-256 of the ciphertext that reviewers and the requester will download, and
- * the DEK to wrap to them; and the files must not change once filed.
+ * Where a filed file's ciphertext and wrapped DEKs come from. Filing needs, per file, the
+ * gocryptfs file ID, the size and SHA-256 of the ciphertext that reviewers and the requester
+ * will download, and its DEK wrapped to each of them; and the files must not change once filed.
  *
  * - `AgentSource` (a session): the ciphertext is trefs's own file in the project tree. trefs's
- *   key agent (outside the container) freezes the files read-only for the request, gives the
- *   manifest of their ciphertext and each DEK. `tre download` later fetches that same file
- *   from the project tree.
+ *   key agent (outside the container) freezes the files for the request in every mount of the
+ *   project, then gives the manifest of their ciphertext with each DEK already wrapped to the
+ *   requester and every reviewer: no DEK enters the container. `tre download` later fetches
+ *   that same file from the project tree.
  * - `SnapshotSource` (demo mode and tests, no trefs): encrypts a copy of the plaintext under a
- *   fresh DEK into the outbox, `<outbox>/<project>/<fileId>`. The copy is the frozen file: later
- *   edits in export/ do not change what was filed. The DEK exists only for the wraps.
+ *   fresh DEK into the outbox, `<outbox>/<project>/<fileId>`, and wraps the DEK here. The copy
+ *   is the frozen file: later edits in export/ do not change what was filed.
  */
 import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
-import { encryptFile, HEADER_LEN, parseHeader } from '@tre/crypto';
+import {
+  encryptFile,
+  HEADER_LEN,
+  parseHeader,
+  wrapKey,
+  type PublicKey,
+  type WrappedKey,
+} from '@tre/crypto';
 import type { ExportEntry } from './export-folder.js';
 import type { KeyAgentClient } from './key-agent.js';
 
@@ -23,20 +31,29 @@ export interface PreparedFile {
   fileId: string;
   size: number;
   sha256: string;
-  dek: Buffer;
+  keys: Array<{ username: string; wrapped: WrappedKey }>;
 }
+
+/** The requester and the reviewers with their current KEKs. */
+export type Recipients = Array<[string, PublicKey]>;
 
 export interface FileSource {
-  /** Freezes the files for request `requestId`; their ciphertext facts and DEKs, in order. */
-  prepare(projectId: string, requestId: number, entries: ExportEntry[]): Promise<PreparedFile[]>;
-  /** Undoes the freeze of a filing that did not go through. */
-  abandon(requestId: number): Promise<void>;
+  /** Whether the DEKs are wrapped here (to `recipients`) or by the source itself. */
+  readonly wrapsHere: boolean;
+  /** Freezes the files for request `requestId`; their ciphertext facts and wraps, in order. */
+  prepare(
+    projectId: string,
+    requestId: number,
+    entries: ExportEntry[],
+    recipients: Recipients,
+  ): Promise<PreparedFile[]>;
+  /** Lifts the freeze of request `requestId`; false if there was none to lift. */
+  abandon(requestId: number): Promise<boolean>;
 }
 
-/** Paths inside the trefs mount: the project-relative path with a leading slash. */
-export const mountPath = (projectPath: string): string => `/${projectPath}`;
-
 export class AgentSource implements FileSource {
+  readonly wrapsHere = false;
+
   constructor(readonly agent: KeyAgentClient) {}
 
   async prepare(
@@ -44,57 +61,64 @@ export class AgentSource implements FileSource {
     requestId: number,
     entries: ExportEntry[],
   ): Promise<PreparedFile[]> {
-    const paths = entries.map((e) => mountPath(e.path));
-    // Freeze first: the manifest then describes the ciphertext that stays until the lift.
-    await this.agent.freeze(paths, requestId);
-    const manifest = await this.agent.manifest(paths);
-    const out: PreparedFile[] = [];
-    try {
-      for (const [i, m] of manifest.entries()) {
-        out.push({
-          path: (entries[i] as ExportEntry).path,
-          fileId: m.fileId,
-          size: m.size,
-          sha256: m.sha256,
-          dek: await this.agent.dek(m.path),
-        });
-      }
-    } catch (e) {
-      for (const p of out) p.dek.fill(0);
-      throw e;
-    }
-    return out;
+    // trefs finds the recipients itself (the KMS's request and project) and wraps there.
+    return this.agent.freeze(
+      entries.map((e) => e.path),
+      requestId,
+    );
   }
 
-  abandon(requestId: number): Promise<void> {
+  abandon(requestId: number): Promise<boolean> {
     return this.agent.lift(requestId);
   }
 }
 
+export const egressContext = (projectId: string, fileId: string, recipient: string) => ({
+  purpose: 'egress',
+  projectId,
+  fileId,
+  recipient,
+});
+
 export class SnapshotSource implements FileSource {
+  readonly wrapsHere = true;
+
   constructor(readonly outbox: string) {}
 
   async prepare(
     projectId: string,
     _requestId: number,
     entries: ExportEntry[],
+    who: Recipients,
   ): Promise<PreparedFile[]> {
     const out: PreparedFile[] = [];
-    try {
-      for (const e of entries)
-        out.push({ ...(await this.snapshot(projectId, e.abs)), path: e.path });
-    } catch (e) {
-      for (const p of out) p.dek.fill(0);
-      throw e;
+    for (const e of entries) {
+      const snap = await this.snapshot(projectId, e.abs);
+      try {
+        const keys = [];
+        for (const [username, pk] of who) {
+          keys.push({
+            username,
+            wrapped: await wrapKey(snap.dek, pk, egressContext(projectId, snap.fileId, username)),
+          });
+        }
+        out.push({ path: e.path, fileId: snap.fileId, size: snap.size, sha256: snap.sha256, keys });
+      } finally {
+        snap.dek.fill(0);
+      }
     }
     return out;
   }
 
-  async abandon(): Promise<void> {
+  async abandon(): Promise<boolean> {
     // Snapshots left behind are unreferenced ciphertext; the plaintext was never frozen.
+    return false;
   }
 
-  private async snapshot(projectId: string, absPath: string): Promise<Omit<PreparedFile, 'path'>> {
+  private async snapshot(
+    projectId: string,
+    absPath: string,
+  ): Promise<{ fileId: string; size: number; sha256: string; dek: Buffer }> {
     const dir = join(this.outbox, projectId);
     await mkdir(dir, { recursive: true, mode: 0o700 });
     const dek = randomBytes(32);

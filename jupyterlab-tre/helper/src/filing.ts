@@ -3,11 +3,11 @@
  * its DEK to the requester and every reviewer's current KEK, hand the manifest to the KMS.
  * The plaintext and the DEKs stay here; the KMS receives ciphertext hashes, wraps and records.
  */
-import { decodePublicKey, wrapKey, type PublicKey } from '@tre/crypto';
+import { decodePublicKey, type PublicKey } from '@tre/crypto';
 import type { EgressFiling, EgressView, KmsClient } from '@tre/kms-service/client';
 import { EGRESS_REVIEWER_ROLES } from '@tre/kms-service/policy';
 import { checkExport } from './export-folder.js';
-import type { FileSource, PreparedFile } from './file-source.js';
+import type { FileSource } from './file-source.js';
 
 export class FilingError extends Error {
   constructor(
@@ -69,12 +69,13 @@ export async function fileExport(input: FilingInput): Promise<EgressView> {
       'the export folder is empty: put the outputs there first',
     );
   }
-  const who = await recipients(kms, projectId, me.username);
+  // Wrapping here needs every recipient's key: refuse before a request exists.
+  const who = input.source.wrapsHere ? await recipients(kms, projectId, me.username) : [];
   let id = input.requestId;
   if (id === undefined) {
     id = (await kms.createEgress(projectId, input.title ?? 'Outputs')).id;
   } else {
-    // Refiling replaces the request's freeze; never touch the freeze of a request under review.
+    // Refiling replaces the request's freeze: say plainly why a request under review cannot be.
     const current = await kms.egress(projectId, id);
     if (!REFILE_STATES.includes(current.state)) {
       throw new FilingError(
@@ -82,47 +83,28 @@ export async function fileExport(input: FilingInput): Promise<EgressView> {
         `request ${id} is ${current.state}: only a draft or returned request takes new files`,
       );
     }
-    await input.source.abandon(id);
   }
-  let prepared: PreparedFile[] = [];
+  const prepared = await input.source.prepare(projectId, id, checked, who);
+  const filings: EgressFiling[] = prepared.map((p, i) => ({
+    fileId: p.fileId,
+    path: p.path,
+    size: p.size,
+    sha256: p.sha256,
+    sdc: (checked[i] as (typeof checked)[number]).sdc,
+    keys: p.keys,
+  }));
   try {
-    prepared = await input.source.prepare(projectId, id, checked);
-    const filings: EgressFiling[] = [];
-    for (const [i, p] of prepared.entries()) {
-      const keys = [];
-      for (const [username, pk] of who) {
-        keys.push({
-          username,
-          wrapped: await wrapKey(p.dek, pk, {
-            purpose: 'egress',
-            projectId,
-            fileId: p.fileId,
-            recipient: username,
-          }),
-        });
-      }
-      filings.push({
-        fileId: p.fileId,
-        path: p.path,
-        size: p.size,
-        sha256: p.sha256,
-        sdc: (checked[i] as (typeof checked)[number]).sdc,
-        keys,
-      });
-    }
-    for (const p of prepared) p.dek.fill(0);
     return await kms.putEgressFiles(projectId, id, filings);
   } catch (e) {
-    await input.source.abandon(id).catch(() => undefined);
+    // Nothing was filed: the files are the requester's to change again.
+    await input.source.abandon(id).catch(() => false);
     throw e;
-  } finally {
-    for (const p of prepared) p.dek.fill(0);
   }
 }
 
 /**
- * Lifts the freeze of a request that no longer holds its files: the KMS says which state the
- * request is in, so the page cannot unfreeze a request under review.
+ * Lifts the freeze of a request that no longer holds its files. The KMS says which state the
+ * request is in (trefs checks again), so the page cannot unfreeze a request under review.
  */
 export async function liftFreeze(
   kms: KmsClient,
@@ -134,6 +116,5 @@ export async function liftFreeze(
   if (!UNFROZEN_STATES.includes(view.state)) {
     return { requestId, state: view.state, lifted: false };
   }
-  await source.abandon(requestId);
-  return { requestId, state: view.state, lifted: true };
+  return { requestId, state: view.state, lifted: await source.abandon(requestId) };
 }

@@ -1,19 +1,19 @@
 /**
- * The client of trefs's key agent: HTTP with JSON bodies on the unix socket that the job agent
- * binds into the session (`c.TreLab.key_agent_socket`). The KEK stays in trefs outside the
- * container; what the agent hands in is one file's DEK at a time, a manifest of the ciphertext,
- * or the outcome of an operation done with the KEK (freeze, grants, review-key unwrap).
+ * The client of trefs's key agent (trefs/key-agent.openapi.json): HTTP with JSON bodies on the
+ * unix socket that the job agent binds into the session (`c.TreLab.key_agent_socket`). The KEK
+ * and the project keys stay in trefs outside the container; what the agent hands in is a
+ * manifest, DEKs already wrapped to the request's recipients, or one file's DEK.
  *
  *   POST /                    {path}                         -> {key}
- *   POST /freeze              {paths, requestId}             -> {frozen}
- *   POST /freeze/lift         {requestId}                    -> {lifted}
+ *   POST /freeze              {paths, requestId}             -> {requestId, files: [{path, fileId, size, sha256, keys}]}
+ *   POST /freeze/lift         {requestId}                    -> {requestId, lifted}
  *   POST /manifest            {paths}                        -> {files: [{path, fileId, size, sha256}]}
- *   POST /grants              {project}                      -> {completed}
- *   POST /egress/review-key   {projectId, fileId, wrapped}   -> {key}
+ *   POST /grants              {project}                      -> {completed, skipped}
+ *   POST /egress/review-key   {project, requestId, fileId}   -> {fileId, path, size, sha256, key}
  *
- * Paths are plaintext paths inside the mount (`/export/a.csv`). Errors: `{error}` with 400
- * (bad request), 403 (access ended, not yours), 404 (no such file or operation), 409 (frozen
- * by another request).
+ * Paths are plaintext paths relative to the mount's root (`export/a.csv`). Errors are
+ * `{error, code}`; an agent without an operation (404 `no_such_operation`, or an older agent
+ * that answers without a code) becomes 501 `not_offered` here.
  */
 import { request } from 'node:http';
 import type { WrappedKey } from '@tre/crypto';
@@ -34,6 +34,14 @@ export interface ManifestEntry {
   fileId: string;
   size: number;
   sha256: string;
+}
+
+export interface FrozenEntry extends ManifestEntry {
+  keys: Array<{ username: string; wrapped: WrappedKey }>;
+}
+
+export interface ReviewKey extends ManifestEntry {
+  key: Buffer;
 }
 
 /** Largest answer read from the agent: a manifest of the most files a request may hold. */
@@ -107,7 +115,8 @@ export class KeyAgentClient {
     }
     const o = (typeof v === 'object' && v !== null ? v : {}) as Record<string, unknown>;
     if (status < 200 || status > 299) {
-      if (status === 404 && path !== '/') {
+      const code = typeof o.code === 'string' ? o.code : undefined;
+      if (path !== '/' && (code === 'no_such_operation' || code === undefined)) {
         throw new KeyAgentError(
           501,
           'not_offered',
@@ -115,7 +124,7 @@ export class KeyAgentClient {
         );
       }
       const msg = typeof o.error === 'string' ? o.error : `HTTP ${status}`;
-      throw new KeyAgentError(status, 'agent_refused', `the key agent refused ${path}: ${msg}`);
+      throw new KeyAgentError(status, code ?? 'agent_refused', `the key agent: ${msg}`);
     }
     return o;
   }
@@ -135,21 +144,39 @@ export class KeyAgentClient {
     return KeyAgentClient.key(await this.json('/', { path }), path);
   }
 
-  /** Makes the files read-only in trefs until the freeze of `requestId` is lifted. */
-  async freeze(paths: string[], requestId: number): Promise<void> {
-    await this.json('/freeze', { paths, requestId });
+  /**
+   * Freezes the files for request `requestId` (replacing its earlier freeze) and returns their
+   * manifest with each DEK wrapped to the requester and every reviewer.
+   */
+  async freeze(paths: string[], requestId: number): Promise<FrozenEntry[]> {
+    const o = await this.json('/freeze', { paths, requestId });
+    const facts = KeyAgentClient.entries(o, paths, 'freeze');
+    const files = o.files as Array<Record<string, unknown>>;
+    return facts.map((f) => {
+      const keys = files.find((x) => x.path === f.path)?.keys;
+      if (!Array.isArray(keys) || keys.length === 0) {
+        throw new KeyAgentError(502, 'agent_answer', `the key agent wrapped no key for ${f.path}`);
+      }
+      return { ...f, keys: keys as FrozenEntry['keys'] };
+    });
   }
 
-  async lift(requestId: number): Promise<void> {
-    await this.json('/freeze/lift', { requestId });
+  async lift(requestId: number): Promise<boolean> {
+    return (await this.json('/freeze/lift', { requestId })).lifted === true;
   }
 
   /** Size, SHA-256 and file ID of each file's ciphertext as trefs stores it. */
   async manifest(paths: string[]): Promise<ManifestEntry[]> {
-    const o = await this.json('/manifest', { paths });
+    return KeyAgentClient.entries(await this.json('/manifest', { paths }), paths, 'manifest');
+  }
+
+  private static entries(
+    o: Record<string, unknown>,
+    paths: string[],
+    what: string,
+  ): ManifestEntry[] {
     const files = Array.isArray(o.files) ? (o.files as unknown[]) : [];
-    const out: ManifestEntry[] = [];
-    for (const path of paths) {
+    return paths.map((path) => {
       const f = files.find(
         (x): x is Record<string, unknown> =>
           typeof x === 'object' && x !== null && (x as { path?: unknown }).path === path,
@@ -158,11 +185,10 @@ export class KeyAgentClient {
       const sha256 = typeof f?.sha256 === 'string' ? f.sha256.toLowerCase() : '';
       const size = f?.size;
       if (!HEX32.test(fileId) || !HEX64.test(sha256) || !Number.isSafeInteger(size)) {
-        throw new KeyAgentError(502, 'agent_answer', `the key agent's manifest lacks ${path}`);
+        throw new KeyAgentError(502, 'agent_answer', `the key agent's ${what} lacks ${path}`);
       }
-      out.push({ path, fileId, size: size as number, sha256 });
-    }
-    return out;
+      return { path, fileId, size: size as number, sha256 };
+    });
   }
 
   /** Completes the project's pending grants with the project key trefs holds. */
@@ -170,11 +196,20 @@ export class KeyAgentClient {
     return this.json('/grants', { project });
   }
 
-  /** Opens the egress DEK wrapped to this session's user (the caller zeroes it). */
-  async reviewKey(projectId: string, fileId: string, wrapped: WrappedKey): Promise<Buffer> {
-    return KeyAgentClient.key(
-      await this.json('/egress/review-key', { projectId, fileId, wrapped }),
-      fileId,
-    );
+  /**
+   * The caller's own egress DEK of a filed file: the agent asks the KMS for the wrap (only a
+   * reviewer of a request under review gets it) and opens it with the KEK (the caller zeroes it).
+   */
+  async reviewKey(project: string, requestId: number, fileId: string): Promise<ReviewKey> {
+    const o = await this.json('/egress/review-key', { project, requestId, fileId });
+    const key = KeyAgentClient.key(o, fileId);
+    try {
+      const path = typeof o.path === 'string' ? o.path : '';
+      const [facts] = KeyAgentClient.entries({ files: [o] }, [path], 'review key');
+      return { ...(facts as ManifestEntry), key };
+    } catch (e) {
+      key.fill(0);
+      throw e;
+    }
   }
 }

@@ -1,16 +1,14 @@
 /**
- * A reviewer opening a filed file inside their own session of the project. The KMS releases the
- * file's egress DEK wrapped to the reviewer (and audits it); trefs's key agent opens it with the
- * reviewer's KEK, which never enters the container. The file shown is the one in the project
- * tree, read through the mount, and only if it is the filed one: the agent's manifest of its
- * ciphertext (file ID, size, SHA-256) must match the request's manifest, and the egress DEK
- * must be the DEK trefs holds for it.
+ * A reviewer opening a filed file inside their own session of the project. trefs's key agent
+ * asks the KMS for the file's egress DEK wrapped to the reviewer (the KMS answers only reviewers
+ * of a request under review, and audits it) and opens it with the reviewer's KEK, which never
+ * enters the container. The file shown is the one in the project tree, read through the mount,
+ * and only if it is the filed one: the agent's manifest of its ciphertext (file ID, size,
+ * SHA-256) must match the filing, and the egress DEK must be the DEK trefs holds for it.
  */
 import { timingSafeEqual } from 'node:crypto';
 import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
-import type { KmsClient } from '@tre/kms-service/client';
-import { mountPath } from './file-source.js';
 import type { KeyAgentClient } from './key-agent.js';
 
 export class ReviewError extends Error {
@@ -35,47 +33,46 @@ export interface OpenedFile {
 }
 
 export async function openFiled(o: {
-  kms: KmsClient;
   agent: KeyAgentClient;
   projectId: string;
   mountDir: string;
   requestId: number;
   fileId: string;
 }): Promise<OpenedFile> {
-  const filed = await o.kms.egressReviewKey(o.projectId, o.requestId, o.fileId);
-  if (filed.path.split('/').some((p) => p === '' || p === '.' || p === '..')) {
-    throw new ReviewError(409, 'bad_path', `the filed path ${filed.path} is not a project path`);
-  }
-  const path = mountPath(filed.path);
-  const [live] = await o.agent.manifest([path]);
-  if (
-    !live ||
-    live.fileId !== filed.fileId.toLowerCase() ||
-    live.size !== filed.size ||
-    live.sha256 !== filed.sha256.toLowerCase()
-  ) {
-    throw new ReviewError(
-      409,
-      'changed',
-      `${filed.path} in the project tree is not the filed file (it changed or was replaced)`,
-    );
-  }
-  const egressDek = await o.agent.reviewKey(o.projectId, live.fileId, filed.wrapped);
-  const fileDek = await o.agent.dek(path);
+  const filed = await o.agent.reviewKey(o.projectId, o.requestId, o.fileId.toLowerCase());
+  const egressDek = filed.key;
+  let fileDek: Buffer | undefined;
   try {
+    if (filed.path.split('/').some((p) => p === '' || p === '.' || p === '..')) {
+      throw new ReviewError(409, 'bad_path', `the filed path ${filed.path} is not a project path`);
+    }
+    const [live] = await o.agent.manifest([filed.path]);
+    if (
+      !live ||
+      live.fileId !== filed.fileId ||
+      live.size !== filed.size ||
+      live.sha256 !== filed.sha256
+    ) {
+      throw new ReviewError(
+        409,
+        'changed',
+        `${filed.path} in the project tree is not the filed file (it changed or was replaced)`,
+      );
+    }
+    fileDek = await o.agent.dek(filed.path);
     if (!timingSafeEqual(egressDek, fileDek)) {
       throw new ReviewError(409, 'key_mismatch', `${filed.path}: the filed key is not the file's`);
     }
   } finally {
     egressDek.fill(0);
-    fileDek.fill(0);
+    fileDek?.fill(0);
   }
-  const plainSize = live.size;
-  if (plainSize > MAX_SHOWN * 2) return { path: filed.path, size: plainSize, verified: true };
+  // `size` is the ciphertext's, as in the manifest; the plaintext is a little smaller.
+  if (filed.size > MAX_SHOWN * 2) return { path: filed.path, size: filed.size, verified: true };
   const text = await readFile(join(o.mountDir, filed.path), 'utf8');
   return {
     path: filed.path,
-    size: plainSize,
+    size: filed.size,
     verified: true,
     ...(text.length <= MAX_SHOWN ? { text } : {}),
   };
