@@ -5,6 +5,7 @@
  */
 import { readFileSync } from 'node:fs';
 import AjvModule, { type ErrorObject, type Options, type ValidateFunction } from 'ajv';
+import type { WrappedKey } from '@tre/crypto';
 import { AgentError } from './errors.js';
 
 // ajv is a CommonJS module: under Node's ESM interop its class sits on `default`.
@@ -19,7 +20,9 @@ export interface AgentBodies {
   '/freeze': { paths: string[]; requestId: number };
   '/freeze/lift': { requestId: number };
   '/grants': { project: string };
-  '/egress/review-key': { project: string; requestId: number; fileId: string };
+  '/egress/review-key':
+    | { project: string; requestId: number; fileId: string }
+    | { projectId: string; fileId: string; wrapped: WrappedKey };
 }
 
 export type AgentRoute = keyof AgentBodies;
@@ -47,7 +50,12 @@ function describe(errors: ErrorObject[] | null | undefined): string {
 }
 
 function checkRelPath(p: string, where: string): void {
-  if (p.split('/').some((seg) => seg === '' || seg === '.' || seg === '..')) {
+  if (
+    p
+      .replace(/^\//, '')
+      .split('/')
+      .some((seg) => seg === '' || seg === '.' || seg === '..')
+  ) {
     throw new AgentError(
       400,
       'invalid_path',
@@ -91,7 +99,7 @@ export class AgentValidator {
     const b = body as Partial<AgentBodies['/freeze']>;
     if (b.paths) {
       b.paths.forEach((p, i) => checkRelPath(p, `paths.${i}`));
-      if (new Set(b.paths).size !== b.paths.length) {
+      if (new Set(b.paths.map((p) => p.replace(/^\//, ''))).size !== b.paths.length) {
         throw new AgentError(400, 'duplicate_path', 'a path appears twice');
       }
     }

@@ -8,7 +8,7 @@ import { wrapKey, type WrappedKey } from '@tre/crypto';
 import type { EgressKms } from './egress-kms.js';
 import { AgentError, FsError } from './errors.js';
 import type { FileFacts, TrefsFs } from './filesystem.js';
-import type { FreezeStore, FrozenFile } from './freeze.js';
+import { REFRESH_MS, type FreezeStore, type FrozenFile } from './freeze.js';
 import { egressContext } from './key-source.js';
 import type { KeyRing } from './keyring.js';
 
@@ -43,9 +43,13 @@ export interface AgentOpsOptions {
   now?: () => Date;
 }
 
-function entry(f: FileFacts): ManifestEntry {
-  return { path: f.path, fileId: f.fileId, size: f.size, sha256: f.sha256 };
+/** A manifest entry under the path as the caller gave it (with or without a leading slash). */
+function entry(f: FileFacts, asked: string): ManifestEntry {
+  return { path: asked, fileId: f.fileId, size: f.size, sha256: f.sha256 };
 }
+
+/** The mount path of a path relative to the mount's root (a leading slash is allowed). */
+const inMount = (p: string): string => `/${p.replace(/^\//, '')}`;
 
 /** Filesystem failures as the agent answers them. */
 function fsFailure(err: unknown, path: string): Error {
@@ -85,7 +89,7 @@ export class AgentOps {
     const files: ManifestEntry[] = [];
     for (const p of paths) {
       try {
-        files.push(entry(await this.o.fs.facts(`/${p}`)));
+        files.push(entry(await this.o.fs.facts(inMount(p)), p));
       } catch (err) {
         throw fsFailure(err, p);
       }
@@ -132,7 +136,7 @@ export class AgentOps {
     const frozen: FrozenFile[] = [];
     for (const p of paths) {
       try {
-        frozen.push(await fs.frozenFileOf(`/${p}`));
+        frozen.push(await fs.frozenFileOf(inMount(p)));
       } catch (err) {
         throw fsFailure(err, p);
       }
@@ -142,7 +146,7 @@ export class AgentOps {
     }
     const pks = kms ? await Promise.all(recipients.map((u) => kms.currentKek(u))) : [];
 
-    freeze.refresh();
+    freeze.refresh(true);
     const previous = freeze.record(requestId);
     freeze.begin(requestId, frozen, (this.o.now ?? (() => new Date()))());
     let files: FiledEntry[];
@@ -151,14 +155,17 @@ export class AgentOps {
       await fs.settle(new Set(frozen.map((f) => f.fileId)));
       await freeze.commit(requestId);
       committed = true;
-      const facts = await Promise.all(paths.map((p) => fs.facts(`/${p}`)));
+      // Other mounts of the tree see the record at their next look (at most REFRESH_MS apart);
+      // the hashes are taken once every such look has happened.
+      await new Promise((r) => setTimeout(r, 2 * REFRESH_MS + 50));
+      const facts = await Promise.all(paths.map((p) => fs.facts(inMount(p))));
       facts.forEach((f, i) => {
         if (f.fileId !== frozen[i]!.fileId || f.cipherPath !== frozen[i]!.cipherPath) {
           throw new AgentError(409, 'changed', `${paths[i]} was replaced while it was frozen`);
         }
       });
       files = [];
-      for (const f of facts) {
+      for (const [n, f] of facts.entries()) {
         const keys: FiledEntry['keys'] = [];
         if (pks.length > 0) {
           const dek = (await this.o.keys.fileKey(Buffer.from(f.fileId, 'hex'))).dek;
@@ -173,7 +180,7 @@ export class AgentOps {
             });
           }
         }
-        files.push({ ...entry(f), keys });
+        files.push({ ...entry(f, paths[n]!), keys });
       }
     } catch (err) {
       // Nothing the caller was not told about stays frozen: the previous freeze (a returned
@@ -245,31 +252,40 @@ export class AgentOps {
     return { completed, skipped };
   }
 
-  /** A reviewer's egress DEK of one filed file, opened with this session's KEK. */
-  async reviewKey(project: string, requestId: number, fileId: string) {
+  /**
+   * A reviewer's egress DEK of one filed file, opened with this session's KEK: the wrap is the
+   * one the KMS gives the session's member for the request, or one the caller fetched itself
+   * (`wrapped`). Either way the context names the member as recipient, so only a wrap made for
+   * them opens.
+   */
+  async reviewKey(
+    project: string,
+    fileId: string,
+    from: { requestId: number } | { wrapped: WrappedKey },
+  ) {
     this.sameProject(project);
     const kms = this.needKms('a review key');
+    const id = fileId.toLowerCase();
     const [me, rec] = await Promise.all([
       kms.me(),
-      kms.reviewKey(project, requestId, fileId.toLowerCase()),
+      'requestId' in from ? kms.reviewKey(project, from.requestId, id) : undefined,
     ]);
-    if (rec.fileId !== fileId.toLowerCase()) {
+    if (rec && rec.fileId !== id) {
       throw new AgentError(502, 'bad_answer', 'the KMS answered for another file');
     }
+    const wrapped = rec ? rec.wrapped : (from as { wrapped: WrappedKey }).wrapped;
     let dek: Buffer;
     try {
-      dek = await this.o.keys.unwrapForMember(rec.wrapped, egressContext(project, rec.fileId, me));
+      dek = await this.o.keys.unwrapForMember(wrapped, egressContext(project, id, me));
     } catch (err) {
       if (err instanceof FsError) throw fsFailure(err, fileId);
-      throw new AgentError(403, 'not_yours', `the key of ${rec.path} is not wrapped to your key`);
+      throw new AgentError(403, 'not_yours', `the key of file ${id} is not wrapped to your key`);
     }
     try {
-      this.o.log('review key opened', { requestId, fileId: rec.fileId });
+      this.o.log('review key opened', { fileId: id });
       return {
-        fileId: rec.fileId,
-        path: rec.path,
-        size: rec.size,
-        sha256: rec.sha256,
+        fileId: id,
+        ...(rec ? { path: rec.path, size: rec.size, sha256: rec.sha256 } : {}),
         key: dek.toString('base64'),
       };
     } finally {

@@ -8,7 +8,8 @@
  * (temporary name, fsync, rename). A record names files by cipher path and file ID only (the
  * cipher tree never holds a plaintext name) and carries an HMAC-SHA256 under a key derived from
  * the project's volume key, so only a member's trefs can write one that is honoured. Mounts
- * re-read the records when the directory changes (one stat per changing operation).
+ * re-read the records when the directory changes (looked at, with one stat, at most every
+ * REFRESH_MS by changing operations).
  *
  * A record that fails verification is ignored and logged. The freeze keeps files stable while
  * they are reviewed; the integrity of what is released rests on the ciphertext SHA-256 in the
@@ -21,6 +22,9 @@ import { join } from 'node:path';
 import { tempSibling } from '@tre/crypto';
 
 export const FREEZE_DIR = '.tre-freeze';
+
+/** Mounts look for new or lifted freezes at most this often (ms). */
+export const REFRESH_MS = 100;
 
 export interface FrozenFile {
   /** Path of the ciphertext file relative to the cipher directory. */
@@ -96,6 +100,7 @@ export class FreezeStore {
   private dirs = new Set<string>();
   private ids = new Set<string>();
   private stamp = '';
+  private lookedAt = -Infinity;
   /** Frozen here but not yet on disk (a freeze in progress): enforced at once. */
   private pending = new Map<number, FreezeRecord>();
 
@@ -114,15 +119,18 @@ export class FreezeStore {
     return createHmac('sha256', this.macKey).update(canonical(r)).digest('hex');
   }
 
-  /** Re-reads the records when the freeze directory changed since the last look. */
-  refresh(): void {
-    let stamp: string;
-    try {
-      const st = statSync(this.dir, { bigint: true });
-      stamp = `${st.ino}:${st.mtimeNs}:${st.ctimeNs}`;
-    } catch {
-      stamp = 'none';
-    }
+  /**
+   * Re-reads the records when the freeze directory changed since the last look. Changing
+   * operations call this; a look is skipped when the last one is under REFRESH_MS old, so a
+   * stream of writes costs one stat per interval (a stat per 128 KiB write was 10-20 us).
+   */
+  refresh(force = false): void {
+    const now = performance.now();
+    if (!force && now - this.lookedAt < REFRESH_MS) return;
+    this.lookedAt = now;
+    // No exception when there is no freeze directory.
+    const st = statSync(this.dir, { throwIfNoEntry: false });
+    const stamp = st ? `${st.ino}:${st.mtimeMs}:${st.ctimeMs}` : 'none';
     if (stamp === this.stamp) return;
     const records = new Map<number, FreezeRecord>();
     if (stamp !== 'none') {
@@ -237,12 +245,12 @@ export class FreezeStore {
     syncDir(this.dir);
     this.pending.delete(requestId);
     this.stamp = '';
-    this.refresh();
+    this.refresh(true);
   }
 
   /** Lifts a request's freeze; false when there was none. */
   async lift(requestId: number): Promise<boolean> {
-    this.refresh();
+    this.refresh(true);
     if (!this.records.has(requestId)) return false;
     try {
       await unlink(join(this.dir, `${requestId}.json`));
@@ -251,7 +259,7 @@ export class FreezeStore {
     }
     syncDir(this.dir);
     this.stamp = '';
-    this.refresh();
+    this.refresh(true);
     return true;
   }
 

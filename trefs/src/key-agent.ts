@@ -7,7 +7,8 @@
  *   POST /freeze             {paths, requestId}            -> {requestId, files: [... keys]}
  *   POST /freeze/lift        {requestId}                   -> {requestId, lifted}
  *   POST /grants             {project}                     -> {completed, skipped}
- *   POST /egress/review-key  {project, requestId, fileId}  -> {fileId, path, size, sha256, key}
+ *   POST /egress/review-key  {project, requestId, fileId} or {projectId, fileId, wrapped}
+ *                                                          -> {fileId, [path, size, sha256,] key}
  *   GET  /openapi.json
  *
  * Errors are `{"error": message, "code": code}` with 400 (bad body), 403, 404, 409, 501 (needs
@@ -73,7 +74,9 @@ export class KeyAgent {
         return ops.grants(v.parse('/grants', text).project);
       default: {
         const b = v.parse('/egress/review-key', text);
-        return ops.reviewKey(b.project, b.requestId, b.fileId);
+        return 'wrapped' in b
+          ? ops.reviewKey(b.projectId, b.fileId, { wrapped: b.wrapped })
+          : ops.reviewKey(b.project, b.fileId, { requestId: b.requestId });
       }
     }
   }

@@ -43,6 +43,16 @@ describe('key agent bodies', () => {
       paths: ['export/a.csv'],
       requestId: 3,
     });
+    expect(v.parse('/manifest', '{"paths":["/export/a.csv"]}')).toEqual({
+      paths: ['/export/a.csv'],
+    });
+    const wrapped = { v: 1, kid: 'SHA256:x', kem: 'x25519', enc: 'AAAA', ct: 'BBBB' };
+    expect(
+      v.parse(
+        '/egress/review-key',
+        JSON.stringify({ projectId: 'p1', fileId: 'a'.repeat(32), wrapped }),
+      ),
+    ).toEqual({ projectId: 'p1', fileId: 'a'.repeat(32), wrapped });
     expect(
       v.parse(
         '/egress/review-key',
@@ -58,6 +68,8 @@ describe('key agent bodies', () => {
     ['/freeze', '{"paths":["a/./b"],"requestId":1}', /\./],
     ['/freeze', '{"paths":["a/"],"requestId":1}', /empty/],
     ['/freeze', '{"paths":["a","a"],"requestId":1}', /twice/],
+    ['/freeze', '{"paths":["a","/a"],"requestId":1}', /twice/],
+    ['/manifest', '{"paths":["//a"]}', /pattern|empty/],
     ['/manifest', '{"paths":[]}', /fewer than 1/],
     [
       '/manifest',
@@ -120,7 +132,7 @@ describe('freeze records', () => {
       const again = new FreezeStore(root, 'p1', freezeMacKey(volumeKey, 'p1'), (m) =>
         warnings.push(m),
       );
-      again.refresh();
+      again.refresh(true);
       expect(again.isFrozenPath('fileC')).toBe(true);
       expect(again.covers('dirA')).toBe(true);
       expect(again.covers('dirB')).toBe(false);
@@ -131,7 +143,7 @@ describe('freeze records', () => {
       const foreign = new FreezeStore(root, 'p1', freezeMacKey(randomBytes(32), 'p1'), (m) =>
         warnings.push(m),
       );
-      foreign.refresh();
+      foreign.refresh(true);
       expect(foreign.hasAny).toBe(false);
       const tampered = JSON.parse(text) as { files: Array<{ cipherPath: string }> };
       tampered.files[0]!.cipherPath = 'elsewhere';
@@ -140,14 +152,14 @@ describe('freeze records', () => {
         JSON.stringify({ ...tampered, requestId: 8 }),
       );
       await writeFile(join(root, FREEZE_DIR, '9.json'), '\u0000garbage');
-      again.refresh();
+      again.refresh(true);
       expect(again.isFrozenPath('elsewhere')).toBe(false);
       expect(again.isFrozenPath('fileC')).toBe(true);
       expect(warnings.filter((w) => /8\.json|9\.json/.test(w))).toHaveLength(2);
 
       expect(await s.lift(7)).toBe(true);
       expect(await s.lift(7)).toBe(false);
-      again.refresh();
+      again.refresh(true);
       expect(again.hasAny).toBe(false);
     } finally {
       await rm(root, { recursive: true, force: true });

@@ -361,7 +361,8 @@ describe('the key agent with the KMS', () => {
       { paths, requestId: 0 },
       { paths: [], requestId: req.id },
       { paths: ['../etc/passwd'], requestId: req.id },
-      { paths: ['/export/a.csv'], requestId: req.id },
+      { paths: ['//export/a.csv'], requestId: req.id },
+      { paths: ['export/a.csv', '/export/a.csv'], requestId: req.id },
       { paths: ['export//a.csv'], requestId: req.id },
       { paths: ['export/a.csv', 'export/a.csv'], requestId: req.id },
       { paths, requestId: req.id, also: true },
@@ -399,6 +400,11 @@ describe('the key agent with the KMS', () => {
     }
     const manifest = await agent(sock, '/manifest', { paths });
     expect(manifest.body.files).toEqual(files.map(({ keys: _k, ...m }) => m));
+    // Paths may also be given from the mount's root; answers name them as asked.
+    const slashed = await agent(sock, '/manifest', { paths: paths.map((p) => `/${p}`) });
+    expect(slashed.body.files).toEqual(
+      files.map(({ keys: _k, ...m }) => ({ ...m, path: `/${m.path}` })),
+    );
 
     // Every kind of change fails; reads and the unfiled file are fine.
     const a = join(mnt, 'export', 'a.csv');
@@ -453,9 +459,36 @@ describe('the key agent with the KMS', () => {
     });
     expect(rk.status).toBe(200);
     const dek = Buffer.from(String(rk.body.key), 'base64');
+    // Neither the review key nor a KEK appears in the daemons' logs.
+    for (const [log, who] of [
+      [dPi.stderr(), pi],
+      [d.stderr(), rex],
+    ] as const) {
+      expect(log).not.toContain(String(rk.body.key));
+      expect(log).not.toContain(dek.toString('hex'));
+      expect(log).not.toContain(Buffer.from(who.kek.privateKey).toString('base64url'));
+    }
     const plainOut = join(base, 'reviewed.csv');
     await decryptFile(dek, onDisk.get(files[0]!.fileId)!, plainOut);
     expect(await readFile(plainOut, 'utf8')).toBe(passing);
+    // The same with the wrap the reviewer fetched from the KMS; another member cannot open it.
+    const piWrap = await pi.c.egressReviewKey(P, req.id, files[0]!.fileId);
+    const byWrap = await agent(sockPi, '/egress/review-key', {
+      projectId: P,
+      fileId: files[0]!.fileId,
+      wrapped: piWrap.wrapped,
+    });
+    expect(byWrap.body.key).toBe(rk.body.key);
+    const stolen = await agent(sock, '/egress/review-key', {
+      projectId: P,
+      fileId: files[0]!.fileId,
+      wrapped: piWrap.wrapped,
+    });
+    expect([stolen.status, stolen.body.code, stolen.body.key]).toEqual([
+      403,
+      'not_yours',
+      undefined,
+    ]);
     const asRequester = await agent(sock, '/egress/review-key', {
       project: P,
       requestId: req.id,
