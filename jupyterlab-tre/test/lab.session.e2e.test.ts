@@ -184,7 +184,6 @@ function tree(root: string, rel = ''): Record<string, Buffer> {
 
 beforeAll(async () => {
   requireLab();
-  rmSync(SHOTS, { recursive: true, force: true });
   mkdirSync(SHOTS, { recursive: true });
   t = await startKms({ services: ['ingress'] });
   dir = mkdtempSync(join(ARTIFACTS, 'session-'));
