@@ -345,6 +345,8 @@ export class JobAgent {
         mountpoint: dataDir,
         kek,
         kmsToken: config.env.JUPYTERHUB_API_TOKEN,
+        // The lab's filing, grants and review go through it (jupyterlab-tre's README).
+        keyAgentSocket: join(runDir, 'key-agent.sock'),
         log,
       });
       this.trefs.onExit(() => {

@@ -88,6 +88,8 @@ export class TrefsMount {
     mountpoint: string;
     kek: Buffer;
     kmsToken: string | undefined;
+    /** trefs's key agent socket: in the run dir, so the container sees /run/tre/key-agent.sock. */
+    keyAgentSocket?: string;
     log: Logger;
   }): Promise<TrefsMount> {
     const s = o.settings;
@@ -104,6 +106,7 @@ export class TrefsMount {
       '--key-fd',
       String(KEY_FD),
       ...(s.pollMs ? ['--poll-ms', String(s.pollMs)] : []),
+      ...(o.keyAgentSocket ? ['--key-agent', o.keyAgentSocket] : []),
     ];
     const child = spawn(cmd as string, args, {
       stdio: ['ignore', 'pipe', 'pipe', 'pipe'],

@@ -4,7 +4,15 @@
  * mounted, and unmount leaves no mount even when the daemon was killed.
  */
 import { afterAll, beforeAll, describe, expect, jest, test } from '@jest/globals';
-import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  readFileSync,
+  rmSync,
+  statSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { dirname, join, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -72,6 +80,7 @@ describe('TrefsMount', () => {
   test('mounts with the key on fd 3, writes land as ciphertext, unmount leaves nothing', async () => {
     const { cipherDir, mountpoint } = fresh('ok');
     const key = kekJson(kek);
+    const socket = join(dir, 'ok-key-agent.sock');
     const m = await TrefsMount.start({
       settings: settings(),
       project: 'p1',
@@ -79,10 +88,14 @@ describe('TrefsMount', () => {
       mountpoint,
       kek: key,
       kmsToken: undefined,
+      keyAgentSocket: socket,
       log,
     });
     expect(key.every((b) => b === 0)).toBe(true);
     expect(isMounted(mountpoint)).toBe(true);
+    // The key agent the lab uses answers on the socket, only to its owner.
+    expect(statSync(socket).isSocket()).toBe(true);
+    expect(statSync(socket).mode & 0o777).toBe(0o600);
     writeFileSync(join(mountpoint, 'notes.txt'), 'plain words here');
     expect(readFileSync(join(mountpoint, 'notes.txt'), 'utf8')).toBe('plain words here');
     const names = readdirSync(cipherDir).filter((n) => n !== 'gocryptfs.diriv');

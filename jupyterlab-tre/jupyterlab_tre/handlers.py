@@ -6,8 +6,11 @@ Everything the sidebar needs goes through here:
   browser never sees. Inside a session the container has no network: the job agent has to relay
   the KMS path (see the README, "What the job agent and trefs must provide").
 - ``export``: the disclosure checks on ``<data_root>/<project>/export`` (plaintext).
-- ``egress``: files the export folder as an egress request (checks, freeze, DEK wraps).
+- ``egress``: files the export folder as an egress request (checks, freeze, DEK wraps);
+  ``egress/lift`` lifts the freeze of a request that no longer holds its files;
+  ``egress/review`` opens a filed file for a reviewer.
 - ``keys``: what this session can say about keys (key agent present, files accessible).
+- ``grants``: completes the project's pending grants through trefs's key agent.
 - ``project``: switches the current project (a restart with the chosen project through the hub).
 
 The TypeScript parts (checker, crypto, typed KMS client) run in ``tre-lab-helper`` with the
@@ -31,6 +34,8 @@ from traitlets.config import Configurable
 
 PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 KMS_PATH = re.compile(r"^v1/[A-Za-z0-9._~/-]*$")
+WITHDRAW = re.compile(r"^v1/projects/([a-z0-9][a-z0-9-]{0,62})/egress/([0-9]{1,12})/withdraw$")
+FILE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 MAX_BODY = 2 * 1024 * 1024
 
 
@@ -109,6 +114,31 @@ class TreHandler(APIHandler):
         if not isinstance(v, dict):
             raise tornado.web.HTTPError(400, reason="body must be a JSON object")
         return v
+
+    def key_agent(self) -> str | None:
+        sock = self.tre.key_agent_socket
+        try:
+            return sock if stat.S_ISSOCK(os.stat(sock).st_mode) else None
+        except OSError:
+            return None
+
+    def session_payload(self) -> dict:
+        return {
+            "kmsUrl": self.tre.kms_url,
+            "token": self.token(),
+            "project": self.state["project"],
+        }
+
+    async def lift(self, project: str, request_id: int) -> None:
+        """Lifts a freeze the KMS says is over; a failure leaves the files read-only, not lost."""
+        agent = self.key_agent()
+        if self.tre.outbox or not agent or project != self.state["project"]:
+            return
+        status, result = await self.helper(
+            "lift", {**self.session_payload(), "keyAgent": agent, "requestId": request_id}
+        )
+        if status != 200:
+            self.log.warning("could not lift the freeze of request %s: %s", request_id, result)
 
     async def helper(self, command: str, payload: dict) -> tuple[int, dict]:
         cmd = list(self.tre.helper) or [shutil.which("tre-lab-helper") or "tre-lab-helper"]
@@ -195,6 +225,9 @@ class KmsProxyHandler(TreHandler):
         except (OSError, HTTPClientError) as e:
             self.log.warning("KMS unreachable: %s", type(e).__name__)
             return self.fail(502, "kms_unreachable", "the KMS cannot be reached")
+        withdrawn = WITHDRAW.match(path) if method == "POST" else None
+        if withdrawn and 200 <= resp.code < 300:
+            await self.lift(withdrawn.group(1), int(withdrawn.group(2)))
         self.set_status(resp.code if resp.code >= 200 else 502)
         ctype = resp.headers.get("Content-Type", "application/json")
         self.set_header("Content-Type", ctype)
@@ -218,7 +251,11 @@ class ExportHandler(TreHandler):
     async def get(self):
         if not self.state["project"]:
             return self.fail(409, "no_project", "pick a project first")
-        status, result = await self.helper("check", {"exportDir": self.project_dir("export")})
+        payload = {"exportDir": self.project_dir("export")}
+        if not self.tre.outbox:
+            # In a session filed paths name the file in the project tree (tre download's view).
+            payload["pathPrefix"] = "export/"
+        status, result = await self.helper("check", payload)
         self.set_status(status)
         self.finish(json.dumps(result))
 
@@ -228,20 +265,19 @@ class EgressFileHandler(TreHandler):
     async def post(self):
         if not self.state["project"]:
             return self.fail(409, "no_project", "pick a project first")
-        if not self.tre.outbox:
-            return self.fail(
-                501,
-                "no_freeze",
-                "filing needs trefs's key agent to freeze the files; it does not offer that yet",
-            )
         b = self.body()
-        payload = {
-            "kmsUrl": self.tre.kms_url,
-            "token": self.token(),
-            "project": self.state["project"],
-            "exportDir": self.project_dir("export"),
-            "outbox": self.tre.outbox,
-        }
+        payload = {**self.session_payload(), "exportDir": self.project_dir("export")}
+        if self.tre.outbox:
+            payload["outbox"] = self.tre.outbox
+        else:
+            agent = self.key_agent()
+            if not agent:
+                return self.fail(
+                    501,
+                    "no_key_agent",
+                    "filing needs this session's key agent (trefs) to freeze the files",
+                )
+            payload["keyAgent"] = agent
         if isinstance(b.get("title"), str):
             payload["title"] = b["title"][:200]
         if isinstance(b.get("requestId"), int):
@@ -251,11 +287,62 @@ class EgressFileHandler(TreHandler):
         self.finish(json.dumps(result))
 
 
+class EgressLiftHandler(TreHandler):
+    """The page asks; the helper lifts only if the KMS says the request no longer holds files."""
+
+    @tornado.web.authenticated
+    async def post(self):
+        request_id = self.body().get("requestId")
+        if not isinstance(request_id, int) or isinstance(request_id, bool) or request_id < 1:
+            return self.fail(400, "bad_request", "requestId must be a positive integer")
+        if self.tre.outbox:
+            return self.finish(json.dumps({"requestId": request_id, "lifted": False}))
+        agent = self.key_agent()
+        if not agent:
+            return self.fail(501, "no_key_agent", "this session has no key agent")
+        status, result = await self.helper(
+            "lift", {**self.session_payload(), "keyAgent": agent, "requestId": request_id}
+        )
+        self.set_status(status)
+        self.finish(json.dumps(result))
+
+
+class EgressReviewHandler(TreHandler):
+    """A reviewer opens a filed file: its egress key opened by the key agent, checked as filed."""
+
+    @tornado.web.authenticated
+    async def post(self):
+        b = self.body()
+        request_id, file_id = b.get("requestId"), b.get("fileId")
+        if not isinstance(request_id, int) or isinstance(request_id, bool) or request_id < 1:
+            return self.fail(400, "bad_request", "requestId must be a positive integer")
+        if not isinstance(file_id, str) or not FILE_ID.match(file_id):
+            return self.fail(400, "bad_request", "fileId must be 32 hex digits")
+        if not self.state["project"]:
+            return self.fail(409, "no_project", "pick a project first")
+        agent = self.key_agent()
+        if self.tre.outbox or not agent:
+            return self.fail(
+                501, "no_key_agent", "opening a filed file needs this session's key agent"
+            )
+        status, result = await self.helper(
+            "review",
+            {
+                "project": self.state["project"],
+                "keyAgent": agent,
+                "mountDir": self.project_dir(),
+                "requestId": request_id,
+                "fileId": file_id.lower(),
+            },
+        )
+        self.set_status(status)
+        self.finish(json.dumps(result))
+
+
 class KeysHandler(TreHandler):
     @tornado.web.authenticated
     async def get(self):
-        sock = self.tre.key_agent_socket
-        agent = os.path.exists(sock) and stat.S_ISSOCK(os.stat(sock).st_mode)
+        agent = self.key_agent() is not None
         files = 0
         readable = 0
         if self.state["project"] and os.path.isdir(self.project_dir()):
@@ -321,33 +408,14 @@ class GrantsHandler(TreHandler):
         project = self.body().get("project")
         if project != self.state["project"] or not PROJECT_ID.match(project or ""):
             return self.fail(400, "bad_project", "grants are completed for the current project")
-        sock = self.tre.key_agent_socket
-        if not (os.path.exists(sock) and stat.S_ISSOCK(os.stat(sock).st_mode)):
+        agent = self.key_agent()
+        if not agent:
             return self.fail(
                 501, "no_key_agent", "completing grants needs the key agent of this session"
             )
-        body = json.dumps({"project": project}).encode()
-        try:
-            reader, writer = await asyncio.open_unix_connection(sock)
-            writer.write(
-                b"POST /grants HTTP/1.0\r\nContent-Type: application/json\r\n"
-                + f"Content-Length: {len(body)}\r\n\r\n".encode()
-                + body
-            )
-            await writer.drain()
-            raw = await asyncio.wait_for(reader.read(MAX_BODY), 60)
-            writer.close()
-        except (OSError, asyncio.TimeoutError):
-            return self.fail(502, "key_agent_unreachable", "the key agent did not answer")
-        head, _, payload = raw.partition(b"\r\n\r\n")
-        parts = head.split(b" ", 2)
-        code = int(parts[1]) if len(parts) > 1 and parts[1].isdigit() else 502
-        if code == 404:
-            return self.fail(
-                501, "not_offered", "this session's key agent cannot complete grants yet"
-            )
-        self.set_status(code)
-        self.finish(payload or b"{}")
+        status, result = await self.helper("grants", {"project": project, "keyAgent": agent})
+        self.set_status(status)
+        self.finish(json.dumps(result))
 
 
 def setup_handlers(server_app) -> None:
@@ -363,6 +431,8 @@ def setup_handlers(server_app) -> None:
             (url_path_join(base, "kms", "(.*)"), KmsProxyHandler),
             (url_path_join(base, "export"), ExportHandler),
             (url_path_join(base, "egress"), EgressFileHandler),
+            (url_path_join(base, "egress", "lift"), EgressLiftHandler),
+            (url_path_join(base, "egress", "review"), EgressReviewHandler),
             (url_path_join(base, "keys"), KeysHandler),
             (url_path_join(base, "project"), ProjectHandler),
             (url_path_join(base, "grants"), GrantsHandler),

@@ -9,6 +9,7 @@ import type {
   KeyStatus,
   Me,
   MyProject,
+  OpenedFile,
   ServerConfig,
   Vault,
 } from './types.js';
@@ -77,7 +78,11 @@ export class TreApi {
   keys(): Promise<KeyStatus> {
     return this.call('GET', 'keys');
   }
-  completeGrants(project: string): Promise<{ completed: number }> {
+  /** Forwarded to trefs's key agent, which holds the project key (`POST /grants`). */
+  completeGrants(project: string): Promise<{
+    completed: Array<{ id: number; username: string; epoch: number }>;
+    skipped: Array<{ id: number; username: string; reason: string }>;
+  }> {
     return this.call('POST', 'grants', { project });
   }
   switchProject(project: string): Promise<{ project: string; restart: boolean; next?: string }> {
@@ -91,6 +96,14 @@ export class TreApi {
       title,
       ...(requestId !== undefined ? { requestId } : {}),
     });
+  }
+  /** Lifts the freeze of my request if the KMS says it no longer holds its files. */
+  liftFreeze(requestId: number): Promise<{ requestId: number; lifted: boolean }> {
+    return this.call('POST', 'egress/lift', { requestId });
+  }
+  /** A filed file as a reviewer sees it: checked to be the filed one, opened with my key. */
+  openFiled(requestId: number, fileId: string): Promise<OpenedFile> {
+    return this.call('POST', 'egress/review', { requestId, fileId });
   }
   listEgress(project: string): Promise<EgressSummary[]> {
     return this.call('GET', `kms/v1/projects/${encodeURIComponent(project)}/egress`);

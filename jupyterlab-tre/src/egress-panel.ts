@@ -1,10 +1,12 @@
 import type { TreApi } from './api.js';
 import { formatBytes, h, verdictBadge } from './dom.js';
 import { TrePanel } from './panel.js';
-import type { CellResult, EgressFile, EgressRequest, FileCheck } from './types.js';
+import type { CellResult, EgressFile, EgressRequest, FileCheck, OpenedFile } from './types.js';
 
 const OPEN_FOR_REQUESTER = ['draft', 'returned'];
 const IN_REVIEW = ['submitted', 'partially_reviewed', 'reviewed'];
+/** States in which a request holds no files, so their freeze in trefs can go. */
+const UNFROZEN = ['returned', 'withdrawn', 'rejected', 'revoked'];
 /** Most requests whose details the panel loads at once. */
 const MAX_DETAILED = 10;
 
@@ -44,6 +46,11 @@ function checkList(sdc: FileCheck): HTMLElement {
 
 /** The export folder with its disclosure checks, filing, my requests, and my review queue. */
 export class EgressPanel extends TrePanel {
+  /** Requests whose freeze this page has asked to lift (the server decides). */
+  private readonly lifted = new Set<number>();
+  /** Filed files opened for review, by file ID. */
+  private readonly opened = new Map<string, OpenedFile>();
+
   constructor(private readonly api: TreApi) {
     super('tre-egress', 'Egress');
   }
@@ -66,6 +73,13 @@ export class EgressPanel extends TrePanel {
         .slice(0, MAX_DETAILED)
         .map((r) => this.api.egress(r.projectId ?? config.project, r.id)),
     );
+    for (const r of detailed) {
+      if (UNFROZEN.includes(r.state) && !this.lifted.has(r.id)) {
+        this.lifted.add(r.id);
+        // Returned or ended: the files become editable again. A failure leaves them read-only.
+        void this.api.liftFreeze(r.id).catch((e: unknown) => this.showError(e));
+      }
+    }
     const draft = detailed.find((r) => OPEN_FOR_REQUESTER.includes(r.state));
     return [
       this.exportSection(config.exportPath ?? '', exported.files, draft),
@@ -272,11 +286,22 @@ export class EgressPanel extends TrePanel {
         { class: 'jp-tre-files' },
         ...r.files.map((f) => {
           const mine = f.votes.find((v) => v.reviewer === me);
+          const opened = this.opened.get(f.fileId);
           return h(
             'li',
             { 'data-file': f.path },
             verdictBadge(f.sdc.verdict),
-            ` ${f.path}`,
+            ` ${f.path} `,
+            this.button('open-file', 'Open', async () => {
+              this.opened.set(f.fileId, await this.api.openFiled(r.id, f.fileId));
+            }),
+            opened
+              ? h(
+                  'pre',
+                  { class: 'jp-tre-opened', 'data-opened': f.fileId },
+                  opened.text ?? `${formatBytes(opened.size)}: too large to show here`,
+                )
+              : null,
             checkList(f.sdc),
             ...f.justifications.map((j) =>
               h('div', { class: 'jp-tre-meta' }, `${j.author} on ${j.cell} ${j.rule}: ${j.text}`),

@@ -75,7 +75,10 @@ export class KeysPanel extends TrePanel {
               onclick: () =>
                 void this.act(async () => {
                   const r = await this.api.completeGrants(config.project);
-                  return `Completed ${r.completed} grant(s).`;
+                  const skipped = r.skipped.map((x) => `${x.username}: ${x.reason}`);
+                  return `Completed ${r.completed.length} grant(s).${
+                    skipped.length > 0 ? ` Not completed: ${skipped.join('; ')}.` : ''
+                  }`;
                 }),
             },
             'Complete grants',

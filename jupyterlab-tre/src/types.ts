@@ -1,30 +1,10 @@
 /** What the sidebar reads from the KMS (through the server extension) and from the server. */
 
-export type Verdict = 'pass' | 'review' | 'fail';
+// The disclosure-check record is kms-service's own type. Type-only imports: nothing of the
+// checker (or the server around it) reaches the lab's bundle (test/bundle.test.ts checks).
+import type { FileCheck } from '@tre/kms-service/sdc';
 
-export interface RuleHit {
-  rule: string;
-  verdict: Exclude<Verdict, 'pass'>;
-  detail: string;
-}
-
-export interface CellResult {
-  ref: string;
-  labels: string[];
-  count: number | null;
-  total?: number;
-  verdict: Verdict;
-  hits: RuleHit[];
-}
-
-export interface FileCheck {
-  path: string;
-  shape: string;
-  verdict: Verdict;
-  summary: Record<Verdict, number>;
-  cells: CellResult[];
-  hits: RuleHit[];
-}
+export type { CellResult, FileCheck, RuleHit, Verdict } from '@tre/kms-service/sdc';
 
 export interface ServerConfig {
   project: string;
@@ -119,4 +99,12 @@ export interface EgressRequest extends EgressSummary {
     visibility: string;
     fileId: string | null;
   }>;
+}
+
+/** A filed file opened by a reviewer (`tre/api/egress/review`). */
+export interface OpenedFile {
+  path: string;
+  size: number;
+  verified: true;
+  text?: string;
 }

@@ -4,12 +4,21 @@
  * DEKs wrapped to the requester and each reviewer), and refuses what it must.
  */
 import { spawn } from 'node:child_process';
-import { mkdirSync, mkdtempSync, readdirSync, rmSync, symlinkSync, writeFileSync } from 'node:fs';
+import {
+  mkdirSync,
+  mkdtempSync,
+  readdirSync,
+  rmSync,
+  statSync,
+  symlinkSync,
+  writeFileSync,
+} from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import { encodePublicKey, generateKeyPair, unwrapKey } from '@tre/crypto';
 import type { KmsClient } from '@tre/kms-service/client';
+import { startKeyAgentDouble, type KeyAgentDouble } from './key-agent-double.js';
 import { startKms, type TestKms } from './kms.js';
 
 const CLI = new URL('../helper/dist/cli.js', import.meta.url).pathname;
@@ -170,5 +179,185 @@ describe('file', () => {
     const wrong = await run(['file'], { ...base, token: 'tok-nobody' });
     expect(wrong.code).toBe(1);
     expect(wrong.out.error).toMatchObject({ status: 401, code: 'unauthorized' });
+  });
+});
+
+describe('in a session: through the key agent', () => {
+  let mount: string;
+  let rexAgent: KeyAgentDouble;
+  let doraAgent: KeyAgentDouble;
+  let session: Record<string, unknown>;
+
+  beforeAll(async () => {
+    mount = join(dir, 'mount');
+    const cipher = join(dir, 'cipher');
+    mkdirSync(join(mount, 'export', 'tables'), { recursive: true });
+    mkdirSync(cipher);
+    writeFileSync(join(mount, 'export', 'tables', 'ok.csv'), 'ward,n\nA,40\nB,31\n');
+    writeFileSync(join(mount, 'export', 'small.csv'), 'ward,n\nA,40\nB,2\n');
+    const recipients = (['rex', 'pia', 'dora'] as const).map(
+      (n) => [n, kps[n]!] as [string, (typeof kps)[string]],
+    );
+    const common = { mountDir: mount, cipherDir: cipher, projectId: P, recipients };
+    rexAgent = await startKeyAgentDouble({
+      ...common,
+      socket: join(dir, 'rex.sock'),
+      username: 'rex',
+      kek: kps.rex!,
+      kms: clients.rex!,
+    });
+    // The data owner's own session of the same project tree.
+    doraAgent = await startKeyAgentDouble({
+      ...common,
+      socket: join(dir, 'dora.sock'),
+      username: 'dora',
+      kek: kps.dora!,
+      kms: clients.dora!,
+    });
+    session = {
+      kmsUrl: t.url,
+      project: P,
+      exportDir: join(mount, 'export'),
+      keyAgent: rexAgent.socket,
+    };
+  });
+
+  afterAll(async () => {
+    await rexAgent?.stop();
+    await doraAgent?.stop();
+  });
+
+  test('check names files by their project path when asked to', async () => {
+    const r = await run(['check'], { exportDir: join(mount, 'export'), pathPrefix: 'export/' });
+    expect(
+      (r.out.files as Array<{ path: string; sdc: { path: string } }>).map((f) => [
+        f.path,
+        f.sdc.path,
+      ]),
+    ).toEqual([
+      ['export/small.csv', 'export/small.csv'],
+      ['export/tables/ok.csv', 'export/tables/ok.csv'],
+    ]);
+  });
+
+  test('filing is the agent freeze: its manifest and wraps filed, no DEK in the container; lift once returned', async () => {
+    const token = tokenOf('rex');
+    rexAgent.calls.length = 0;
+    const r = await run(['file'], { ...session, token, title: 'Session outputs' });
+    expect(r.code).toBe(0);
+    const view = r.out as {
+      id: number;
+      files: Array<{ fileId: string; path: string; sha256: string; size: number }>;
+    };
+    expect(rexAgent.calls).toEqual(['POST /freeze']);
+    expect(rexAgent.frozen.get(view.id)).toEqual(['export/small.csv', 'export/tables/ok.csv']);
+    expect(statSync(join(mount, 'export', 'small.csv')).mode & 0o222).toBe(0);
+    expect(view.files.map((f) => f.path)).toEqual(['export/small.csv', 'export/tables/ok.csv']);
+    // Refiling the draft replaces its freeze; the files keep their IDs (trefs's file IDs).
+    const refiled = await run(['file'], { ...session, token, requestId: view.id });
+    expect(refiled.code).toBe(0);
+    expect(rexAgent.calls).toEqual(['POST /freeze', 'POST /freeze']);
+    const filed = await clients.rex!.egress(P, view.id);
+    expect(filed.files.map((f) => f.fileId)).toEqual(view.files.map((f) => f.fileId));
+    // A reviewer opens a filed file in their own session once it is submitted.
+    await clients.rex!.submitEgress(P, view.id);
+    const opened = await run(['review'], {
+      project: P,
+      keyAgent: doraAgent.socket,
+      mountDir: mount,
+      requestId: view.id,
+      fileId: view.files[1]!.fileId,
+    });
+    expect(opened.code).toBe(0);
+    expect(opened.out).toEqual({
+      path: 'export/tables/ok.csv',
+      size: view.files[1]!.size,
+      verified: true,
+      text: 'ward,n\nA,40\nB,31\n',
+    });
+    expect(doraAgent.calls).toEqual(['POST /egress/review-key', 'POST /manifest', 'POST /']);
+    // Under review the page cannot unfreeze, nor refile.
+    const early = await run(['lift'], { ...session, token, requestId: view.id });
+    expect(early.out).toEqual({ requestId: view.id, state: 'submitted', lifted: false });
+    expect(rexAgent.frozen.has(view.id)).toBe(true);
+    const refile = await run(['file'], { ...session, token, requestId: view.id });
+    expect(refile.out.error).toMatchObject({ code: 'wrong_state' });
+    expect(rexAgent.frozen.has(view.id)).toBe(true);
+    // Returned by a reviewer: the files are the requester's to change again.
+    await clients.dora!.decideEgress(P, view.id, 'return');
+    expect((await run(['lift'], { ...session, token, requestId: view.id })).out).toEqual({
+      requestId: view.id,
+      state: 'returned',
+      lifted: true,
+    });
+    expect(rexAgent.frozen.has(view.id)).toBe(false);
+  });
+
+  test('a file changed after filing is refused to the reviewer; lift only once withdrawn', async () => {
+    const token = tokenOf('rex');
+    const r = await run(['file'], { ...session, token, title: 'Second' });
+    const view = r.out as { id: number; files: Array<{ fileId: string; path: string }> };
+    await clients.rex!.submitEgress(P, view.id);
+    // The double's freeze is a mode bit; root or the owner can still change it, trefs cannot.
+    const small = join(mount, 'export', 'small.csv');
+    rmSync(small);
+    writeFileSync(small, 'ward,n\nA,40\nB,3\n');
+    const changed = await run(['review'], {
+      project: P,
+      keyAgent: doraAgent.socket,
+      mountDir: mount,
+      requestId: view.id,
+      fileId: view.files.find((f) => f.path === 'export/small.csv')!.fileId,
+    });
+    expect(changed.code).toBe(1);
+    expect(changed.out.error).toMatchObject({ code: 'changed', status: 409 });
+    expect(changed.out).not.toHaveProperty('text');
+    await clients.pia!.decideEgress(P, view.id, 'return');
+    await clients.rex!.withdrawEgress(P, view.id);
+    const lifted = await run(['lift'], { ...session, token, requestId: view.id });
+    expect(lifted.out).toEqual({ requestId: view.id, state: 'withdrawn', lifted: true });
+    expect(rexAgent.frozen.has(view.id)).toBe(false);
+    expect(statSync(join(mount, 'export', 'tables', 'ok.csv')).mode & 0o200).toBe(0o200);
+  });
+
+  test('a refused filing lifts the freeze it made; agent refusals keep their status', async () => {
+    const token = tokenOf('rex');
+    // The KMS refuses a filing whose wraps are malformed: the freeze goes again.
+    rexAgent.breakWrapsNext();
+    const r = await run(['file'], { ...session, token, title: 'Refused' });
+    expect(r.code).toBe(1);
+    expect(r.out.error).toMatchObject({ status: 400 });
+    expect([...rexAgent.frozen.values()].flat()).not.toContain('export/small.csv');
+    expect(rexAgent.calls.slice(-2)).toEqual(['POST /freeze', 'POST /freeze/lift']);
+    rexAgent.failNext('/freeze', 403);
+    const refused = await run(['file'], { ...session, token, title: 'Refused' });
+    expect(refused.out.error).toMatchObject({ code: 'not_yours', status: 403 });
+    const grants = await run(['grants'], { project: P, keyAgent: rexAgent.socket });
+    expect(grants.out).toEqual({ completed: [], skipped: [] });
+  });
+
+  test('an agent without the operations, or none at all: 501 / 502 with a reason', async () => {
+    const old = await startKeyAgentDouble({
+      socket: join(dir, 'old.sock'),
+      mountDir: mount,
+      cipherDir: join(dir, 'cipher'),
+      projectId: P,
+      username: 'rex',
+      kek: kps.rex!,
+      kms: clients.rex!,
+      recipients: [],
+      missing: ['/freeze', '/freeze/lift', '/manifest', '/grants', '/egress/review-key'],
+    });
+    try {
+      const r = await run(['file'], { ...session, keyAgent: old.socket, token: tokenOf('rex') });
+      expect(r.out.error).toMatchObject({ code: 'not_offered', status: 501 });
+    } finally {
+      await old.stop();
+    }
+    const none = await run(['grants'], { project: P, keyAgent: join(dir, 'nothing.sock') });
+    expect(none.code).toBe(1);
+    expect(none.out.error).toMatchObject({ code: 'agent_unreachable', status: 502 });
+    const both = await run(['file'], { ...session, outbox: dir, token: tokenOf('rex') });
+    expect(both.code).toBe(2);
   });
 });

@@ -19,13 +19,17 @@ export interface TestKms {
   stop(): Promise<void>;
 }
 
-export async function startKms(): Promise<TestKms> {
+/** `services`: trusted hub services (the ingress), whose tokens `token(name)` then makes. */
+export async function startKms(opts: { services?: string[] } = {}): Promise<TestKms> {
   const dir = mkdtempSync(join(tmpdir(), 'tre-lab-kms-'));
-  const users = new Map<string, { name: string; admin: boolean }>();
+  const services = opts.services ?? [];
+  const users = new Map<string, { name: string; admin: boolean; service?: boolean }>();
+  const base = loadConfig(undefined, { JUPYTERHUB_API_URL: 'http://127.0.0.1:1/hub/api' });
   const tokens = new Map<string, string>();
   const server = await KmsServer.start(
     {
-      ...loadConfig(undefined, { JUPYTERHUB_API_URL: 'http://127.0.0.1:1/hub/api' }),
+      ...base,
+      hub: { ...base.hub, services },
       host: '127.0.0.1',
       port: 0,
       database: join(dir, 'kms.sqlite'),
@@ -46,7 +50,7 @@ export async function startKms(): Promise<TestKms> {
     if (!t) {
       t = `tok-${name}-${Math.random().toString(36).slice(2)}${Math.random().toString(36).slice(2)}`;
       tokens.set(key, t);
-      users.set(t, { name, admin });
+      users.set(t, services.includes(name) ? { name, admin, service: true } : { name, admin });
     }
     return t;
   };

@@ -8,13 +8,11 @@
  * The KMS authenticates with a fixed token table instead of a hub (kms-service's hub test covers
  * the real hub). Screenshots of every panel and console page: jupyterlab-tre/test-artifacts/.
  */
-import { spawn, type ChildProcess } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer } from 'node:net';
+import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
-import { chromium, type Browser, type Page } from 'playwright-core';
+import type { Browser, Page } from 'playwright-core';
 import {
   decryptFile,
   encodePublicKey,
@@ -23,13 +21,21 @@ import {
   type KeyPair,
 } from '@tre/crypto';
 import { KmsClient } from '@tre/kms-service/client';
+import {
+  ARTIFACTS,
+  HELPER,
+  SHOTS,
+  consolePage as signIn,
+  consoleTab,
+  labPage as openLab,
+  launchChromium,
+  openPanel,
+  requireLab,
+  startLab,
+  type Lab,
+} from './harness.js';
 import { startKms, type TestKms } from './kms.js';
 
-const ROOT = new URL('../..', import.meta.url).pathname;
-const PKG = new URL('..', import.meta.url).pathname;
-const JUPYTER = join(ROOT, '.venv', 'bin', 'jupyter');
-const ARTIFACTS = join(PKG, 'test-artifacts');
-const SHOTS = join(ARTIFACTS, 'screenshots');
 const P = 'ward-outputs';
 
 const PASSING = 'ward,admitted,discharged\nA,120,98\nB,45,51\n';
@@ -37,53 +43,16 @@ const FAILING = 'ward,admitted,discharged\nA,120,98\nB,4,51\n';
 
 let t: TestKms;
 let dir: string;
-let lab: ChildProcess | undefined;
-let labUrl = '';
-let labToken = '';
-let labLog = '';
+let lab: Lab | undefined;
 let browser: Browser;
 const people: Record<string, { c: KmsClient; kp: KeyPair; token: string }> = {};
-
-async function freePort(): Promise<number> {
-  return new Promise((resolve, reject) => {
-    const s = createServer();
-    s.listen(0, '127.0.0.1', () => {
-      const port = (s.address() as { port: number }).port;
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
-
-async function until<T>(what: string, fn: () => Promise<T | undefined>, ms = 90_000): Promise<T> {
-  const end = Date.now() + ms;
-  let last: unknown;
-  while (Date.now() < end) {
-    try {
-      const v = await fn();
-      if (v !== undefined) return v;
-    } catch (e) {
-      last = e;
-    }
-    await new Promise((r) => setTimeout(r, 250));
-  }
-  throw new Error(
-    `timed out waiting for ${what}${last ? `: ${String(last)}` : ''}\n${labLog.slice(-3000)}`,
-  );
-}
 
 function tokenOf(name: string, admin = false): string {
   return t.token(name, admin);
 }
 
 beforeAll(async () => {
-  if (!existsSync(JUPYTER)) {
-    throw new Error(`${JUPYTER} is missing: run scripts/quickstart to create the .venv`);
-  }
-  if (!existsSync(join(PKG, 'jupyterlab_tre', 'labextension', 'package.json'))) {
-    throw new Error('the labextension is not built: npm run build (with the .venv present)');
-  }
-  rmSync(SHOTS, { recursive: true, force: true });
+  requireLab();
   mkdirSync(SHOTS, { recursive: true });
   t = await startKms();
   dir = mkdtempSync(join(ARTIFACTS, 'run-'));
@@ -106,127 +75,27 @@ beforeAll(async () => {
   const tokenFile = join(dir, 'rex.token');
   writeFileSync(tokenFile, people.rex!.token, { mode: 0o600 });
 
-  const port = await freePort();
-  labToken = createHash('sha256').update(String(Math.random())).digest('hex');
-  const env: NodeJS.ProcessEnv = {
-    PATH: `${join(ROOT, '.venv', 'bin')}:${process.env.PATH}`,
-    HOME: join(dir, 'home'),
-    JUPYTER_CONFIG_DIR: join(dir, 'jupyter-config'),
-    JUPYTER_RUNTIME_DIR: join(dir, 'jupyter-runtime'),
-    JUPYTERLAB_SETTINGS_DIR: join(dir, 'lab-settings'),
-    JUPYTERLAB_WORKSPACES_DIR: join(dir, 'lab-workspaces'),
-  };
-  mkdirSync(join(dir, 'home'), { recursive: true });
-  writeFileSync(
-    join(dir, 'jupyter_server_config.json'),
-    JSON.stringify({
-      IdentityProvider: { token: labToken },
-      TreLab: {
-        kms_url: t.url,
-        token_file: tokenFile,
-        project: P,
-        data_root: join(dir, 'data'),
-        outbox: join(dir, 'outbox'),
-        helper: [process.execPath, join(PKG, 'helper', 'dist', 'cli.js')],
-      },
-    }),
-  );
-  lab = spawn(
-    JUPYTER,
-    [
-      'lab',
-      '--no-browser',
-      '--allow-root',
-      `--port=${port}`,
-      '--ip=127.0.0.1',
-      `--ServerApp.root_dir=${join(dir, 'data', P)}`,
-      `--config=${join(dir, 'jupyter_server_config.json')}`,
-    ],
-    { env, stdio: ['ignore', 'pipe', 'pipe'] },
-  );
-  lab.stdout!.on('data', (d: Buffer) => (labLog += d.toString()));
-  lab.stderr!.on('data', (d: Buffer) => (labLog += d.toString()));
-  labUrl = `http://127.0.0.1:${port}`;
-  await until('jupyter lab to answer', async () => {
-    const r = await fetch(`${labUrl}/api/status`, {
-      headers: { Authorization: `token ${labToken}` },
-    });
-    return r.ok ? true : undefined;
+  lab = await startLab(join(dir, 'lab'), join(dir, 'data', P), {
+    kms_url: t.url,
+    token_file: tokenFile,
+    project: P,
+    data_root: join(dir, 'data'),
+    outbox: join(dir, 'outbox'),
+    helper: HELPER,
   });
-  browser = await chromium.launch({
-    executablePath: '/usr/bin/chromium',
-    args: [
-      '--headless',
-      '--no-sandbox',
-      '--disable-gpu',
-      '--no-first-run',
-      '--disable-background-networking',
-      '--disable-component-update',
-      '--disable-sync',
-    ],
-  });
+  browser = await launchChromium();
 }, 240_000);
 
 afterAll(async () => {
   await browser?.close();
-  if (lab && lab.exitCode === null) {
-    lab.kill('SIGTERM');
-    await new Promise((r) => setTimeout(r, 1000));
-    if (lab.exitCode === null) lab.kill('SIGKILL');
-  }
+  await lab?.stop();
   await t?.stop();
   if (dir) rmSync(dir, { recursive: true, force: true });
 });
 
-async function labPage(): Promise<Page> {
-  // The lab's own token goes in a header, not in the address.
-  const ctx = await browser.newContext({
-    extraHTTPHeaders: { Authorization: `token ${labToken}` },
-    viewport: { width: 1400, height: 900 },
-  });
-  const page = await ctx.newPage();
-  const messages: string[] = [];
-  page.on('console', (m) => messages.push(`${m.type()}: ${m.text()}`));
-  await page.goto(`${labUrl}/lab`);
-  try {
-    await page.waitForSelector('#tre-projects[data-loaded="true"]', {
-      state: 'attached',
-      timeout: 120_000,
-    });
-  } catch (e) {
-    await page.screenshot({ path: join(SHOTS, 'lab-failed-to-load.png') });
-    const status = await page
-      .locator('#tre-projects .jp-tre-status')
-      .textContent()
-      .catch(() => '');
-    throw new Error(
-      `${String(e)}\npanel status: ${status}\nconsole:\n${messages.slice(-20).join('\n')}\nlab log:\n${labLog.slice(-2000)}`,
-    );
-  }
-  return page;
-}
-
-async function openPanel(page: Page, id: string): Promise<void> {
-  const tab = page.locator(`.jp-SideBar [data-id="${id}"]`);
-  const panel = page.locator(`#${id}`);
-  if (!(await panel.isVisible())) await tab.click();
-  await panel.waitFor({ state: 'visible' });
-}
-
-async function consolePage(name: string): Promise<Page> {
-  const ctx = await browser.newContext({ viewport: { width: 1300, height: 1000 } });
-  const page = await ctx.newPage();
-  await page.goto(`${t.url}/console/`);
-  await page.fill('#token', name === 'admin' ? tokenOf('admin', true) : people[name]!.token);
-  await page.click('#signin-form button');
-  await page.waitForSelector('#view[data-loaded="true"]');
-  return page;
-}
-
-async function consoleTab(page: Page, tab: string): Promise<void> {
-  await page.click(`nav button[data-tab="${tab}"]`);
-  await page.waitForSelector(`#view[data-view="${tab}"][data-loaded="true"]`);
-}
+const labPage = (): Promise<Page> => openLab(browser, lab!);
+const consolePage = (name: string): Promise<Page> =>
+  signIn(browser, t.url, name === 'admin' ? tokenOf('admin', true) : people[name]!.token);
 
 test('file in lab, review in the console as PI and data owner, release, decrypt', async () => {
   const page = await labPage();
@@ -374,6 +243,6 @@ test('file in lab, review in the console as PI and data owner, release, decrypt'
   // The user's token never reached the page, and no key or token is in the lab's log.
   const html = await page.content();
   expect(html).not.toContain(people.rex!.token);
-  expect(labLog).not.toContain(people.rex!.token);
+  expect(lab!.log()).not.toContain(people.rex!.token);
   await page.context().close();
 }, 600_000);

@@ -10,7 +10,7 @@ import { TreApi, type Transport } from '../src/api.js';
 import { EgressPanel } from '../src/egress-panel.js';
 import { KeysPanel } from '../src/keys-panel.js';
 import { ProjectsPanel } from '../src/projects-panel.js';
-import type { EgressRequest, MyProject } from '../src/types.js';
+import type { EgressRequest, FileCheck, MyProject } from '../src/types.js';
 
 type Route = (body: unknown) => { status?: number; json: unknown };
 
@@ -164,7 +164,12 @@ describe('Keys panel', () => {
       }),
       'POST grants': () => {
         completed = 1;
-        return { json: { completed: 1 } };
+        return {
+          json: {
+            completed: [{ id: 7, username: 'newbie', epoch: 1 }],
+            skipped: [{ id: 8, username: 'nokey', reason: 'no key yet' }],
+          },
+        };
       },
     });
     const panel = new KeysPanel(api);
@@ -181,7 +186,9 @@ describe('Keys panel', () => {
     await panel.refresh();
     expect(calls).toContain('POST grants {"project":"p1"}');
     expect(q(panel, '[data-grant]')).toHaveLength(0);
-    expect(panel.node.querySelector('.jp-tre-info')!.textContent).toBe('Completed 1 grant(s).');
+    expect(panel.node.querySelector('.jp-tre-info')!.textContent).toBe(
+      'Completed 1 grant(s). Not completed: nokey: no key yet.',
+    );
   });
 
   test('no vault and no key agent are said plainly', async () => {
@@ -201,7 +208,10 @@ describe('Keys panel', () => {
   });
 });
 
-const sdcPass = {
+const parameters = { threshold: 10, pRatio: 0.1, nkN: 2, nkK: 0.9, zerosAreDisclosive: true };
+const sdcPass: FileCheck = {
+  v: 1,
+  parameters,
   path: 'a.csv',
   shape: 'frequency',
   verdict: 'pass' as const,
@@ -209,7 +219,9 @@ const sdcPass = {
   cells: [],
   hits: [],
 };
-const sdcFail = {
+const sdcFail: FileCheck = {
+  v: 1,
+  parameters,
   path: 'b.csv',
   shape: 'frequency',
   verdict: 'fail' as const,
@@ -339,5 +351,72 @@ describe('Egress panel', () => {
     ).click();
     await new Promise((r) => setTimeout(r, 20));
     expect(calls).toContain('POST kms/v1/projects/p1/egress/3/decision {"decision":"approve"}');
+  });
+
+  test('a returned request of mine asks once to lift its freeze; an error is shown', async () => {
+    const { api, calls } = server({
+      'GET config': () => ({ json: config }),
+      'GET kms/v1/me': () => ({ json: { username: 'rex', kek: null } }),
+      'GET export': () => ({ json: { files: [] } }),
+      'GET kms/v1/projects/p1/egress': () => ({
+        json: [
+          { ...request('returned'), id: 3 },
+          { ...request('submitted'), id: 4 },
+        ],
+      }),
+      'GET kms/v1/projects/p1/egress/3': () => ({ json: request('returned') }),
+      'GET kms/v1/projects/p1/egress/4': () => ({ json: request('submitted', { id: 4 }) }),
+      'GET kms/v1/me/reviews': () => ({ json: [] }),
+      'POST egress/lift': () => ({
+        status: 502,
+        json: { error: { code: 'agent_unreachable', message: 'the key agent did not answer' } },
+      }),
+    });
+    const panel = new EgressPanel(api);
+    mount(panel);
+    await panel.refresh();
+    await new Promise((r) => setTimeout(r, 20));
+    await panel.refresh();
+    expect(calls.filter((c) => c.startsWith('POST egress/lift'))).toEqual([
+      'POST egress/lift {"requestId":3}',
+    ]);
+    expect(panel.node.querySelector('.jp-tre-status')!.textContent).toContain(
+      'the key agent did not answer',
+    );
+  });
+
+  test('a reviewer opens a filed file: its text under the file, or a refusal', async () => {
+    const { api, calls } = server({
+      'GET config': () => ({ json: config }),
+      'GET kms/v1/me': () => ({ json: { username: 'dora', kek: null } }),
+      'GET export': () => ({ json: { files: [] } }),
+      'GET kms/v1/projects/p1/egress': () => ({ json: [] }),
+      'GET kms/v1/me/reviews': () => ({ json: [{ projectId: 'p1', id: 3, state: 'submitted' }] }),
+      'GET kms/v1/projects/p1/egress/3': () => ({ json: request('submitted') }),
+      'POST egress/review': (b) =>
+        (b as { fileId: string }).fileId === 'f1'
+          ? { json: { path: 'a.csv', size: 30, verified: true, text: 'ward,n\nA,40\n' } }
+          : {
+              status: 409,
+              json: { error: { code: 'changed', message: 'b.csv is not the filed file' } },
+            },
+    });
+    const panel = new EgressPanel(api);
+    mount(panel);
+    await panel.refresh();
+    const open = (i: number) =>
+      (
+        panel.node.querySelectorAll('[data-review="3"] [data-action="open-file"]')[i] as HTMLElement
+      ).click();
+    open(0);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(calls).toContain('POST egress/review {"requestId":3,"fileId":"f1"}');
+    expect(panel.node.querySelector('[data-opened="f1"]')!.textContent).toBe('ward,n\nA,40\n');
+    open(1);
+    await new Promise((r) => setTimeout(r, 30));
+    expect(panel.node.querySelector('[data-opened="f2"]')).toBeNull();
+    expect(panel.node.querySelector('.jp-tre-status')!.textContent).toContain(
+      'b.csv is not the filed file',
+    );
   });
 });

@@ -8,7 +8,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from tre_spawner import BridgeClient, BridgeError, TreSpawner
-from tre_spawner.spawner import render_form
+from tre_spawner.spawner import PassphraseNeeded, render_form
 
 TOKEN = "t" * 40
 OPTIONS = {
@@ -122,3 +122,39 @@ def test_the_hub_gets_the_form_from_the_bridge(bridge):
     assert callable(spawner.options_form)
     form = asyncio.run(spawner.get_options_form())
     assert 'name="project"' in form and 'name="passphrase"' in form
+
+
+def test_a_spawn_url_with_a_project_shows_the_form_with_it_chosen(bridge):
+    # The lab's project switch opens /hub/spawn/<user>?project=<id>. The hub passes the query to
+    # options_from_query and, when that refuses, renders the form (with the handler set).
+    spawner = TreSpawner(bridge_url=bridge, bridge_token=TOKEN)
+    with pytest.raises(PassphraseNeeded, match="start project demo"):
+        spawner.options_from_query({"project": ["demo"]})
+    with pytest.raises(ValueError, match="never accepted in a URL"):
+        spawner.options_from_query({"project": ["demo"], "passphrase": ["x"]})
+    with pytest.raises(ValueError, match="not a project id"):
+        spawner.options_from_query({"project": ["../x"]})
+    spawner.user = type("U", (), {"name": "alice"})()
+
+    class Handler:
+        def __init__(self, project):
+            self.project = project
+
+        def get_query_argument(self, name, default=None):
+            return self.project if name == "project" else default
+
+    spawner.handler = Handler("demo")
+    form = asyncio.run(spawner.get_options_form())
+    assert '<option value="demo" selected>' in form
+    # A project that may not start now is never chosen, and junk in the URL is ignored.
+    spawner.handler = Handler("old")
+    assert " selected" not in asyncio.run(spawner.get_options_form())
+    spawner.handler = Handler('demo" onfocus="x')
+    assert " selected" not in asyncio.run(spawner.get_options_form())
+
+
+def test_the_server_token_may_stop_the_users_own_servers():
+    scopes = TreSpawner().server_token_scopes
+    assert "servers!user" in scopes
+    assert {"users:activity!user", "access:servers!server"} <= set(scopes)
+    assert not any(s.startswith("admin") or s == "servers" for s in scopes)

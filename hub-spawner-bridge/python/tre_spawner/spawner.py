@@ -5,6 +5,7 @@ unlocks the user's key and tracks the job. The hub keeps only the bridge's sessi
 import asyncio
 import html
 import json
+import re
 from urllib.parse import quote
 
 from jupyterhub.spawner import Spawner
@@ -13,6 +14,12 @@ from tornado.httpclient import AsyncHTTPClient, HTTPRequest
 from traitlets import Float, Unicode, default
 
 TERMINAL = ("stopped", "failed")
+PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
+
+
+class PassphraseNeeded(Exception):
+    """A spawn URL names the project, but the key passphrase never travels in a URL: the hub
+    shows the spawn form (with this message and the project chosen) instead of starting."""
 
 
 class BridgeError(Exception):
@@ -130,7 +137,19 @@ class TreSpawner(Spawner):
             if orm_token is not None:
                 self.db.delete(orm_token)
                 self.db.commit()
-        return render_form(data)
+        return render_form(data, selected=self._queried_project())
+
+    def _queried_project(self):
+        """The project named by the spawn URL (`?project=`), as the lab's project switch opens it;
+        the hub gives the spawner its handler before rendering the form."""
+        handler = getattr(self, "handler", None)
+        if handler is None:
+            return None
+        try:
+            value = handler.get_query_argument("project", None)
+        except Exception:
+            return None
+        return value if isinstance(value, str) and PROJECT_ID.match(value) else None
 
     def _form_token(self):
         new_token = getattr(self.user, "new_api_token", None)
@@ -144,6 +163,13 @@ class TreSpawner(Spawner):
     @default("options_form")
     def _default_options_form(self):
         return self._options_form
+
+    @default("server_token_scopes")
+    def _default_server_token_scopes(self):
+        # The server role's own scopes, plus stopping the user's own servers: the lab's project
+        # switch stops this server and opens the spawn URL of the next project. The user holds
+        # that scope anyway; the token never leaves the container but through the agent's relay.
+        return ["users:activity!user", "access:servers!server", "servers!user"]
 
     def options_from_form(self, formdata):
         def first(name, default=""):
@@ -159,6 +185,18 @@ class TreSpawner(Spawner):
         if passphrase:
             self._passphrase = passphrase
         return options
+
+    def options_from_query(self, query_data):
+        """`/hub/spawn/<user>?project=<id>`: the project switch. Starting needs the passphrase,
+        which must not be in a URL, so this never starts: it refuses with a message and the hub
+        falls back to the form, where the project is already chosen."""
+        values = query_data.get("project") or [""]
+        project = values[0] if isinstance(values[0], str) else ""
+        if not PROJECT_ID.match(project):
+            raise ValueError("the spawn URL's project is not a project id")
+        if "passphrase" in query_data:
+            raise ValueError("a key passphrase is never accepted in a URL")
+        raise PassphraseNeeded(f"Enter your key passphrase to start project {project}.")
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -289,9 +327,10 @@ class TreSpawner(Spawner):
                 return
 
 
-def render_form(data):
-    """The spawn form: the user's projects (a disabled choice shows why it cannot start), the
-    resources the site offers, and the passphrase that unlocks the user's key."""
+def render_form(data, selected=None):
+    """The spawn form: the user's projects (a disabled choice shows why it cannot start; the
+    `selected` one is chosen), the resources the site offers, and the passphrase that unlocks
+    the user's key."""
     esc = html.escape
     rows = []
     projects = data.get("projects", [])
@@ -303,8 +342,10 @@ def render_form(data):
                 window = f" (access until {esc(p['validUntil'])})"
             why = "" if p.get("allowed") else f" - unavailable: {esc(p.get('message', p.get('reason', '')))}"
             disabled = "" if p.get("allowed") else " disabled"
+            chosen = " selected" if selected and p["id"] == selected and p.get("allowed") else ""
             options.append(
-                f'<option value="{esc(p["id"])}"{disabled}>{esc(p["title"])}{window}{why}</option>'
+                f'<option value="{esc(p["id"])}"{disabled}{chosen}>'
+                f'{esc(p["title"])}{window}{why}</option>'
             )
         rows.append(
             '<label for="tre-project">Project</label>'

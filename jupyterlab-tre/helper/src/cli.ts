@@ -5,23 +5,37 @@
  * request with a JSON object on stdin (the user's hub token travels there, never in argv or the
  * environment) and reads one JSON object from stdout.
  *
- *   check   {exportDir}                                          -> {files: [{path, size, sdc}]}
- *   file    {kmsUrl, token, project, exportDir, outbox, requestId?, title?} -> the request view
+ *   check   {exportDir, pathPrefix?}                      -> {files: [{path, size, sdc}]}
+ *   file    {kmsUrl, token, project, exportDir, outbox | keyAgent, requestId?, title?}
+ *                                                         -> the request view
+ *   lift    {kmsUrl, token, project, keyAgent, requestId} -> {requestId, state, lifted}
+ *   grants  {project, keyAgent}                           -> the key agent's answer
+ *   review  {project, keyAgent, mountDir, requestId, fileId}
+ *                                                         -> {path, size, verified, text?}
  *
  * Exit codes: 0 success, 1 the operation failed ({"error": {code, message}} on stdout),
  * 2 bad usage or input.
  */
 import { KmsClient, KmsClientError } from '@tre/kms-service/client';
 import { checkExport, ExportFolderError } from './export-folder.js';
-import { SnapshotSource } from './file-source.js';
-import { fileExport, FilingError } from './filing.js';
+import { AgentSource, SnapshotSource, type FileSource } from './file-source.js';
+import { fileExport, FilingError, liftFreeze } from './filing.js';
+import { KeyAgentClient, KeyAgentError } from './key-agent.js';
+import { openFiled, ReviewError } from './review.js';
 
-const USAGE = `usage: tre-lab-helper <check|file> < request.json
+const USAGE = `usage: tre-lab-helper <check|file|lift|grants|review> < request.json
 
-  check   run the disclosure checks on every file of {"exportDir"}
+  check   run the disclosure checks on every file of {"exportDir"} (paths get
+          {"pathPrefix"} before them)
   file    file {"exportDir"} as an egress request of {"project"} through {"kmsUrl"}
-          with {"token"}, frozen into {"outbox"} (demo mode); {"requestId"} adds to a
-          draft or returned request, otherwise {"title"} names a new one
+          with {"token"}: frozen by trefs's key agent at {"keyAgent"} (a session; paths
+          are project-relative, export/...) or into {"outbox"} (demo mode);
+          {"requestId"} adds to a draft or returned request, otherwise {"title"} names
+          a new one
+  lift    lift the freeze of {"requestId"} if the KMS says it no longer holds its files
+  grants  complete the pending grants of {"project"} through {"keyAgent"}
+  review  open file {"fileId"} of request {"requestId"} as a reviewer: the key agent
+          opens its egress key, the file in {"mountDir"} must be the filed one
 
 exit codes: 0 success, 1 failure, 2 bad usage or input`;
 
@@ -48,27 +62,62 @@ function str(o: Record<string, unknown>, k: string): string {
   return v;
 }
 
+function int(o: Record<string, unknown>, k: string): number {
+  const v = o[k];
+  if (typeof v !== 'number' || !Number.isSafeInteger(v) || v < 1) {
+    throw new UsageError(`"${k}" must be a positive integer`);
+  }
+  return v;
+}
+
+const kmsOf = (input: Record<string, unknown>): KmsClient =>
+  new KmsClient({ baseUrl: str(input, 'kmsUrl'), token: str(input, 'token') });
+const agentOf = (input: Record<string, unknown>): KeyAgentClient =>
+  new KeyAgentClient(str(input, 'keyAgent'));
+
 async function run(cmd: string, input: Record<string, unknown>): Promise<unknown> {
   if (cmd === 'check') {
-    const files = await checkExport(str(input, 'exportDir'));
+    const prefix = typeof input.pathPrefix === 'string' ? input.pathPrefix : '';
+    const files = await checkExport(str(input, 'exportDir'), prefix);
     return { files: files.map(({ path, size, sdc }) => ({ path, size, sdc })) };
   }
   if (cmd === 'file') {
-    const requestId = input.requestId;
-    if (
-      requestId !== undefined &&
-      (typeof requestId !== 'number' || !Number.isInteger(requestId))
-    ) {
-      throw new UsageError('"requestId" must be an integer');
+    const requestId = input.requestId === undefined ? undefined : int(input, 'requestId');
+    const inSession = input.keyAgent !== undefined;
+    if (inSession === (input.outbox !== undefined)) {
+      throw new UsageError('exactly one of "keyAgent" (a session) and "outbox" (demo mode)');
     }
-    const kms = new KmsClient({ baseUrl: str(input, 'kmsUrl'), token: str(input, 'token') });
+    const source: FileSource = inSession
+      ? new AgentSource(agentOf(input))
+      : new SnapshotSource(str(input, 'outbox'));
     return fileExport({
-      kms,
-      source: new SnapshotSource(str(input, 'outbox')),
+      kms: kmsOf(input),
+      source,
       projectId: str(input, 'project'),
       exportDir: str(input, 'exportDir'),
+      ...(inSession ? { pathPrefix: 'export/' } : {}),
       ...(requestId !== undefined ? { requestId } : {}),
       ...(typeof input.title === 'string' ? { title: input.title } : {}),
+    });
+  }
+  if (cmd === 'lift') {
+    return liftFreeze(
+      kmsOf(input),
+      new AgentSource(agentOf(input)),
+      str(input, 'project'),
+      int(input, 'requestId'),
+    );
+  }
+  if (cmd === 'grants') {
+    return agentOf(input).grants(str(input, 'project'));
+  }
+  if (cmd === 'review') {
+    return openFiled({
+      agent: agentOf(input),
+      projectId: str(input, 'project'),
+      mountDir: str(input, 'mountDir'),
+      requestId: int(input, 'requestId'),
+      fileId: str(input, 'fileId'),
     });
   }
   throw new UsageError(`unknown command ${JSON.stringify(cmd)}`);
@@ -92,11 +141,17 @@ async function main(): Promise<number> {
     const error =
       e instanceof KmsClientError
         ? { code: e.code, message: e.message, status: e.status, reason: e.reason }
-        : e instanceof FilingError
-          ? { code: e.code, message: e.message }
-          : e instanceof ExportFolderError
-            ? { code: 'bad_export', message: e.message }
-            : { code: 'internal', message: e instanceof Error ? e.message : String(e) };
+        : e instanceof FilingError || e instanceof ReviewError
+          ? {
+              code: e.code,
+              message: e.message,
+              ...(e instanceof ReviewError ? { status: e.status } : {}),
+            }
+          : e instanceof KeyAgentError
+            ? { code: e.code, message: e.message, status: e.status }
+            : e instanceof ExportFolderError
+              ? { code: 'bad_export', message: e.message }
+              : { code: 'internal', message: e instanceof Error ? e.message : String(e) };
     process.stdout.write(JSON.stringify({ error }) + '\n');
     return 1;
   }

@@ -24,7 +24,11 @@ export class ExportFolderError extends Error {
 /** Most files a single request may hold: reviewers have to look at every one. */
 export const MAX_EXPORT_FILES = 200;
 
-export async function listExport(root: string): Promise<ExportEntry[]> {
+/**
+ * The files of the folder; `prefix` goes before each relative path (`export/` when paths must
+ * name the file in the project tree, as `tre download` resolves them).
+ */
+export async function listExport(root: string, prefix = ''): Promise<ExportEntry[]> {
   const out: ExportEntry[] = [];
   const walk = async (dir: string, rel: string): Promise<void> => {
     const names = (await readdir(dir)).sort();
@@ -36,7 +40,7 @@ export async function listExport(root: string): Promise<ExportEntry[]> {
         throw new ExportFolderError(`${r} is a symbolic link: copy the file itself into export/`);
       }
       if (st.isDirectory()) await walk(abs, r);
-      else if (st.isFile()) out.push({ path: r, abs, size: st.size });
+      else if (st.isFile()) out.push({ path: prefix + r, abs, size: st.size });
       if (out.length > MAX_EXPORT_FILES) {
         throw new ExportFolderError(`more than ${MAX_EXPORT_FILES} files in the export folder`);
       }
@@ -56,8 +60,8 @@ export interface CheckedEntry extends ExportEntry {
 }
 
 /** Runs the disclosure checks on every file of the folder (tables get a verdict per cell). */
-export async function checkExport(root: string): Promise<CheckedEntry[]> {
-  const entries = await listExport(root);
+export async function checkExport(root: string, prefix = ''): Promise<CheckedEntry[]> {
+  const entries = await listExport(root, prefix);
   const out: CheckedEntry[] = [];
   for (const e of entries) {
     out.push({ ...e, sdc: await checkEntry(e) });

@@ -3,7 +3,7 @@
  * its DEK to the requester and every reviewer's current KEK, hand the manifest to the KMS.
  * The plaintext and the DEKs stay here; the KMS receives ciphertext hashes, wraps and records.
  */
-import { decodePublicKey, wrapKey, type PublicKey } from '@tre/crypto';
+import { decodePublicKey, type PublicKey } from '@tre/crypto';
 import type { EgressFiling, EgressView, KmsClient } from '@tre/kms-service/client';
 import { EGRESS_REVIEWER_ROLES } from '@tre/kms-service/policy';
 import { checkExport } from './export-folder.js';
@@ -24,6 +24,8 @@ export interface FilingInput {
   source: FileSource;
   projectId: string;
   exportDir: string;
+  /** Put before each path (`export/` in a session: paths name the file in the project tree). */
+  pathPrefix?: string;
   /** Add to this draft or returned request; otherwise a new one is created with `title`. */
   requestId?: number;
   title?: string;
@@ -53,48 +55,66 @@ export async function recipients(
   return out;
 }
 
+/** States in which the requester may (re)file and in which filed files are not frozen. */
+export const REFILE_STATES = ['draft', 'returned'];
+export const UNFROZEN_STATES = ['draft', 'returned', 'withdrawn', 'rejected', 'revoked'];
+
 export async function fileExport(input: FilingInput): Promise<EgressView> {
   const { kms, projectId } = input;
   const me = await kms.me();
-  const checked = await checkExport(input.exportDir);
+  const checked = await checkExport(input.exportDir, input.pathPrefix);
   if (checked.length === 0) {
     throw new FilingError(
       'empty_export',
       'the export folder is empty: put the outputs there first',
     );
   }
-  const who = await recipients(kms, projectId, me.username);
+  // Wrapping here needs every recipient's key: refuse before a request exists.
+  const who = input.source.wrapsHere ? await recipients(kms, projectId, me.username) : [];
   let id = input.requestId;
   if (id === undefined) {
     id = (await kms.createEgress(projectId, input.title ?? 'Outputs')).id;
-  }
-  const filings: EgressFiling[] = [];
-  for (const e of checked) {
-    const prepared = await input.source.prepare(projectId, e.path, e.abs);
-    try {
-      const keys = [];
-      for (const [username, pk] of who) {
-        keys.push({
-          username,
-          wrapped: await wrapKey(prepared.dek, pk, {
-            purpose: 'egress',
-            projectId,
-            fileId: prepared.fileId,
-            recipient: username,
-          }),
-        });
-      }
-      filings.push({
-        fileId: prepared.fileId,
-        path: e.path,
-        size: prepared.size,
-        sha256: prepared.sha256,
-        sdc: e.sdc,
-        keys,
-      });
-    } finally {
-      prepared.dek.fill(0);
+  } else {
+    // Refiling replaces the request's freeze: say plainly why a request under review cannot be.
+    const current = await kms.egress(projectId, id);
+    if (!REFILE_STATES.includes(current.state)) {
+      throw new FilingError(
+        'wrong_state',
+        `request ${id} is ${current.state}: only a draft or returned request takes new files`,
+      );
     }
   }
-  return kms.putEgressFiles(projectId, id, filings);
+  const prepared = await input.source.prepare(projectId, id, checked, who);
+  const filings: EgressFiling[] = prepared.map((p, i) => ({
+    fileId: p.fileId,
+    path: p.path,
+    size: p.size,
+    sha256: p.sha256,
+    sdc: (checked[i] as (typeof checked)[number]).sdc,
+    keys: p.keys,
+  }));
+  try {
+    return await kms.putEgressFiles(projectId, id, filings);
+  } catch (e) {
+    // Nothing was filed: the files are the requester's to change again.
+    await input.source.abandon(id).catch(() => false);
+    throw e;
+  }
+}
+
+/**
+ * Lifts the freeze of a request that no longer holds its files. The KMS says which state the
+ * request is in (trefs checks again), so the page cannot unfreeze a request under review.
+ */
+export async function liftFreeze(
+  kms: KmsClient,
+  source: FileSource,
+  projectId: string,
+  requestId: number,
+): Promise<{ requestId: number; state: string; lifted: boolean }> {
+  const view = await kms.egress(projectId, requestId);
+  if (!UNFROZEN_STATES.includes(view.state)) {
+    return { requestId, state: view.state, lifted: false };
+  }
+  return { requestId, state: view.state, lifted: await source.abandon(requestId) };
 }
