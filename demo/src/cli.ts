@@ -114,6 +114,7 @@ async function stopLocalJobs(s: Settings): Promise<void> {
     // The job's shell, or the job agent it became (the batch script execs it).
     const cmd = cmdlineOf(job.pid) ?? '';
     if (cmd === '/bin/bash\0-s' || cmd.includes(`\0--session\0${r.id}`)) {
+      log(`stopping the session job ${job.pid} that was left running`);
       await stopForeignGroup(job.pid);
     }
   }
