@@ -339,7 +339,12 @@ async function main(argv: string[]): Promise<number> {
     // own: recorded too, so that a killed run's KMS is found again.
     for (const pid of childrenOf(hub.proc.pid as number)) {
       const cmd = cmdlineOf(pid) ?? '';
-      sup.adopt(cmd.includes('kms-service') ? 'kms' : 'hub-child', pid);
+      const name = cmd.includes('kms-service')
+        ? 'kms'
+        : cmd.includes('configurable-http-proxy')
+          ? 'proxy'
+          : 'hub-child';
+      sup.adopt(name, pid);
     }
     log('all services answer; seeding');
     const demoToken = readFileSync(join(s.state, 'secrets', 'demo-service-token'), 'utf8').trim();

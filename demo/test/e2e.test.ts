@@ -199,9 +199,12 @@ describe('the README run command', () => {
     await browserItem('cohort').dblclick();
     for (const f of DATASET_FILES) await browserItem(f).waitFor({ timeout: 30_000 });
     await browserItem('README.txt').dblclick();
-    const editor = page.locator('.jp-FileEditor .cm-content').first();
-    await editor.waitFor({ timeout: 60_000 });
-    await expect(editor.textContent()).resolves.toContain('Synthetic demo dataset of the TRE.');
+    // The editor shows up before its text has loaded: wait for the text itself.
+    await page
+      .locator('.jp-FileEditor .cm-content')
+      .filter({ hasText: 'Synthetic demo dataset of the TRE.' })
+      .first()
+      .waitFor({ timeout: 60_000 });
     await page.waitForTimeout(1000);
     await shot(page, 'jupyterlab');
     // The desktop proxy takes a hub API token (header, or this cookie for browsers), not the
