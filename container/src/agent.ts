@@ -31,7 +31,7 @@ import {
 import httpProxy from 'http-proxy';
 import type { Logger } from 'pino';
 import { AgentError } from './errors.js';
-import { TrefsMount, type TrefsSettings } from './trefs-mount.js';
+import { cipherDirOf, TrefsMount, type TrefsSettings } from './trefs-mount.js';
 
 export const AGENT_SECRET_HEADER = 'x-tre-agent-secret';
 export const PACKAGE_ROOT = join(dirname(fileURLToPath(import.meta.url)), '..');
@@ -341,7 +341,7 @@ export class JobAgent {
       this.trefs = await TrefsMount.start({
         settings: s.trefs,
         project: config.project,
-        cipherDir: join(s.trefs.cipherRoot, config.project),
+        cipherDir: cipherDirOf(s.trefs, config.project),
         mountpoint: dataDir,
         kek,
         kmsToken: config.env.JUPYTERHUB_API_TOKEN,

@@ -11,4 +11,4 @@ export {
   type SessionSettings,
 } from './agent.js';
 export { AgentError } from './errors.js';
-export { TrefsMount, isMounted, keyInput, type TrefsSettings } from './trefs-mount.js';
+export { cipherDirOf, TrefsMount, isMounted, keyInput, type TrefsSettings } from './trefs-mount.js';

@@ -7,6 +7,7 @@
  */
 import { spawn, execFile, type ChildProcess } from 'node:child_process';
 import { readFileSync } from 'node:fs';
+import { join } from 'node:path';
 import type { Writable } from 'node:stream';
 import type { Logger } from 'pino';
 import { AgentError } from './errors.js';
@@ -15,7 +16,11 @@ import { AgentError } from './errors.js';
 export interface TrefsSettings {
   /** argv prefix that runs the trefs CLI, e.g. ["/opt/tre/bin/trefs"]; default ["trefs"]. */
   command?: string[];
-  /** Where projects' cipher directories live: <cipherRoot>/<project>. */
+  /**
+   * Where projects' cipher directories live: `<cipherRoot>/<project>`, or, when it holds
+   * `{project}`, this path with the project's name put in (the ingress's layout is
+   * `<ingress root>/projects/{project}/cipher`, so sessions see what the ingress confirmed).
+   */
   cipherRoot: string;
   /** The KMS base URL trefs asks for keys (or file:<path> for a local key service). */
   kmsUrl: string;
@@ -36,6 +41,16 @@ const TREFS_EXIT: Record<number, string> = {
 };
 
 const KEY_FD = 3;
+
+/** The project's cipher directory under the site's `cipherRoot` (see {@link TrefsSettings}). */
+export function cipherDirOf(s: Pick<TrefsSettings, 'cipherRoot'>, project: string): string {
+  if (!/^[A-Za-z0-9][A-Za-z0-9._-]*$/.test(project)) {
+    throw new AgentError('invalid project name');
+  }
+  return s.cipherRoot.includes('{project}')
+    ? s.cipherRoot.split('{project}').join(project)
+    : join(s.cipherRoot, project);
+}
 
 /** True when `path` is a mountpoint in this process's mount namespace. */
 export function isMounted(path: string): boolean {

@@ -19,7 +19,7 @@ import { fileURLToPath } from 'node:url';
 import { generateKeyPair, type KeyPair } from '@tre/crypto';
 import { FileKeyService, MemoryKeyService } from '@tre/trefs';
 import pino from 'pino';
-import { isMounted, keyInput, TrefsMount } from '../src/trefs-mount.js';
+import { cipherDirOf, isMounted, keyInput, TrefsMount } from '../src/trefs-mount.js';
 
 jest.setTimeout(90_000);
 
@@ -75,6 +75,18 @@ describe('TrefsMount', () => {
     });
     expect(keyInput(k, undefined).equals(k)).toBe(true);
     expect(() => keyInput(Buffer.from('no object'), 't')).toThrow(/malformed/);
+  });
+
+  test("the project's cipher directory: under cipherRoot, or the ingress's layout", () => {
+    expect(cipherDirOf({ cipherRoot: '/srv/tre/projects' }, 'p1')).toBe('/srv/tre/projects/p1');
+    expect(cipherDirOf({ cipherRoot: '/srv/in/projects/{project}/cipher' }, 'p1')).toBe(
+      '/srv/in/projects/p1/cipher',
+    );
+    for (const bad of ['..', '../x', 'a/b', '', '.hidden']) {
+      expect(() => cipherDirOf({ cipherRoot: '/srv/in/{project}' }, bad)).toThrow(
+        /invalid project/,
+      );
+    }
   });
 
   test('mounts with the key on fd 3, writes land as ciphertext, unmount leaves nothing', async () => {

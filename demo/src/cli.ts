@@ -3,15 +3,33 @@
  * `tre-demo`: the whole TRE on one machine, in the foreground. Ctrl-C (SIGINT) or SIGTERM stops
  * every part; a second start reuses the state folder.
  */
+import { spawnSync } from 'node:child_process';
 import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer } from 'node:net';
 import { join } from 'node:path';
 import { parseArgs } from 'node:util';
 import Database from 'better-sqlite3';
-import { bridgeYaml, hubConfig, kmsYaml } from './configs.js';
+import {
+  bridgeYaml,
+  CONSOLE_PATH,
+  hubConfig,
+  hubPageTemplate,
+  kmsYaml,
+  sessionConfigDir,
+  sessionLabConfig,
+} from './configs.js';
 import { Hub, prepareSecrets, seed } from './seed.js';
 import { DEMO_USERS, OPERATOR, PROJECT, REPO, settings, type Settings } from './settings.js';
-import { stopForeignGroup, Supervisor } from './supervisor.js';
+import {
+  childrenOf,
+  cmdlineOf,
+  PidFile,
+  startTimeOf,
+  stillRunning,
+  stopForeignGroup,
+  stopRecorded,
+  Supervisor,
+} from './supervisor.js';
 
 const EXIT = { ok: 0, failed: 1, usage: 2, setup: 3 } as const;
 
@@ -69,35 +87,84 @@ async function waitFor(what: string, url: string, isAlive: () => boolean, ms = 1
   throw new Error(`${what} did not answer at ${url} within ${ms / 1000} s`);
 }
 
-/** Local session jobs are process groups of their own; stop any the hub left behind. */
+/**
+ * Local session jobs are process groups of their own; stop any the hub left behind. The bridge
+ * records each job's pid with its start time: a pid reused since is never signalled.
+ */
 async function stopLocalJobs(s: Settings): Promise<void> {
   const dbPath = join(s.state, 'bridge', 'bridge.sqlite');
-  if (s.executor !== 'local' || !existsSync(dbPath)) return;
-  let rows: Array<{ executor_data: string | null }> = [];
+  if (!existsSync(dbPath)) return;
+  let rows: Array<{ id: string; executor: string; executor_data: string | null }> = [];
   const db = new Database(dbPath, { readonly: true, fileMustExist: true });
   try {
-    rows = db.prepare('SELECT executor_data FROM sessions').all() as typeof rows;
+    rows = db.prepare('SELECT id, executor, executor_data FROM sessions').all() as typeof rows;
   } finally {
     db.close();
   }
   for (const r of rows) {
-    const pid = r.executor_data ? (JSON.parse(r.executor_data) as { pid?: number }).pid : undefined;
-    if (!pid) continue;
-    let cmd = '';
+    if (r.executor !== 'local' || !r.executor_data) continue;
+    let job: { pid?: unknown; startTime?: unknown };
     try {
-      cmd = readFileSync(`/proc/${pid}/cmdline`, 'utf8');
+      job = JSON.parse(r.executor_data) as typeof job;
     } catch {
       continue;
     }
-    if (cmd.startsWith('/bin/bash\0-s')) await stopForeignGroup(pid);
+    if (typeof job.pid !== 'number' || typeof job.startTime !== 'string') continue;
+    if (startTimeOf(job.pid) !== job.startTime) continue;
+    // The job's shell, or the job agent it became (the batch script execs it).
+    const cmd = cmdlineOf(job.pid) ?? '';
+    if (cmd === '/bin/bash\0-s' || cmd.includes(`\0--session\0${r.id}`)) {
+      log(`stopping the session job ${job.pid} that was left running`);
+      await stopForeignGroup(job.pid);
+    }
   }
 }
+
+/** FUSE mounts under the state folder that a killed session left behind (dead trefs daemons). */
+function detachLeftoverMounts(s: Settings): string[] {
+  const left = readFileSync('/proc/mounts', 'utf8')
+    .split('\n')
+    .map((l) => l.split(' ')[1] ?? '')
+    .map((p) => p.replace(/\\([0-7]{3})/g, (_m, o: string) => String.fromCharCode(parseInt(o, 8))))
+    .filter((p) => p.startsWith(`${s.state}/`));
+  for (const m of left) spawnSync('fusermount', ['-u', '-z', m], { stdio: 'ignore' });
+  return left;
+}
+
+/**
+ * What a killed run left: its children (recorded in the pid file with their command lines and
+ * start times), their session jobs and mounts. Refuses when that run is still alive.
+ */
+async function stopPreviousRun(s: Settings, pidFile: PidFile): Promise<void> {
+  const previous = pidFile.read();
+  if (!previous) return;
+  if (stillRunning(previous.demo)) {
+    throw new SetupError(
+      `the demo is already running with the state ${s.state} (pid ${previous.demo.pid}); stop it first`,
+    );
+  }
+  const left = [...previous.children].reverse().filter(stillRunning);
+  if (left.length > 0) {
+    log(
+      `stopping what a previous run left: ${left.map((r) => `${r.name} (pid ${r.pid})`).join(', ')}`,
+    );
+  }
+  for (const r of left) await stopRecorded(r, 30_000);
+  await stopLocalJobs(s);
+  const mounts = detachLeftoverMounts(s);
+  if (mounts.length > 0) log(`detached ${mounts.length} mount(s) a previous run left`);
+  pidFile.remove();
+}
+
+class SetupError extends Error {}
 
 function banner(s: Settings, logins: Record<string, string>, passphrases: Record<string, string>) {
   const url = `http://127.0.0.1:${s.ports.hub}/`;
   const lines = [
     '',
     `The TRE is running at ${url}`,
+    `The TRE console (data owners, PIs, reviewers): http://127.0.0.1:${s.ports.hub}${CONSOLE_PATH}`,
+    "  sign in there with a hub API token (the hub's Token page)",
     '',
     'Demo logins (this machine only, never for production):',
     ...DEMO_USERS.map(
@@ -165,6 +232,13 @@ async function main(argv: string[]): Promise<number> {
       return EXIT.setup;
     }
   }
+  const pidFile = new PidFile(join(s.state, 'pids.json'));
+  try {
+    await stopPreviousRun(s, pidFile);
+  } catch (err) {
+    process.stderr.write(`tre-demo: ${(err as Error).message}\n`);
+    return err instanceof SetupError ? EXIT.setup : EXIT.failed;
+  }
   for (const [name, port] of Object.entries(s.ports)) {
     if (!(await portFree(port))) {
       process.stderr.write(
@@ -175,15 +249,21 @@ async function main(argv: string[]): Promise<number> {
   }
   const reuse = existsSync(join(s.state, 'secrets'));
   log(reuse ? `reusing the state in ${s.state}` : `new state in ${s.state}`);
-  for (const d of ['hub', 'kms', 'ingress', 'bridge/data/demo', 'bridge/jobs', 'logs']) {
+  for (const d of ['hub/templates', 'kms', 'ingress', 'bridge/jobs', 'logs']) {
     mkdirSync(join(s.state, d), { recursive: true, mode: 0o700 });
   }
+  // Sessions run as nobody inside bubblewrap: their settings must be readable, nothing more.
+  mkdirSync(sessionConfigDir(s), { recursive: true, mode: 0o755 });
   const secrets = prepareSecrets(s);
   writeFileSync(join(s.state, 'kms', 'kms.yaml'), kmsYaml(s), { mode: 0o600 });
   writeFileSync(join(s.state, 'bridge', 'bridge.yaml'), bridgeYaml(s), { mode: 0o600 });
   writeFileSync(join(s.state, 'hub', 'jupyterhub_config.py'), hubConfig(s), { mode: 0o600 });
+  writeFileSync(join(s.state, 'hub', 'templates', 'page.html'), hubPageTemplate(), { mode: 0o600 });
+  writeFileSync(join(sessionConfigDir(s), 'jupyter_server_config.json'), sessionLabConfig(s), {
+    mode: 0o644,
+  });
 
-  const sup = new Supervisor();
+  const sup = new Supervisor(pidFile);
   const logs = join(s.state, 'logs');
   let stopping: Promise<number> | null = null;
   const stop = (code: number): Promise<number> => {
@@ -232,7 +312,14 @@ async function main(argv: string[]): Promise<number> {
     // Stopped last among the three, so the hub still reaches the bridge while it stops servers.
     const hub = sup.start(
       'jupyterhub',
-      [join(s.venv, 'bin', 'jupyterhub'), '-f', 'jupyterhub_config.py'],
+      // Through the venv's python rather than the script's #! line, so that the recorded
+      // command line is the one /proc shows.
+      [
+        join(s.venv, 'bin', 'python3'),
+        join(s.venv, 'bin', 'jupyterhub'),
+        '-f',
+        'jupyterhub_config.py',
+      ],
       {
         cwd: join(s.state, 'hub'),
         log: join(logs, 'jupyterhub.log'),
@@ -248,6 +335,17 @@ async function main(argv: string[]): Promise<number> {
     await waitFor('the bridge', `http://127.0.0.1:${s.ports.bridge}/api/v1/health`, alive(bridge));
     await waitFor('JupyterHub', `http://127.0.0.1:${s.ports.hubInternal}/hub/api/`, alive(hub));
     await waitFor('the KMS', `${kmsUrl}/healthz`, alive(hub));
+    // The hub's proxy and its managed KMS are the hub's children, the KMS in a session of its
+    // own: recorded too, so that a killed run's KMS is found again.
+    for (const pid of childrenOf(hub.proc.pid as number)) {
+      const cmd = cmdlineOf(pid) ?? '';
+      const name = cmd.includes('kms-service')
+        ? 'kms'
+        : cmd.includes('configurable-http-proxy')
+          ? 'proxy'
+          : 'hub-child';
+      sup.adopt(name, pid);
+    }
     log('all services answer; seeding');
     const demoToken = readFileSync(join(s.state, 'secrets', 'demo-service-token'), 'utf8').trim();
     await seed(

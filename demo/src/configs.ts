@@ -1,6 +1,13 @@
 /** The configuration files of each service, written into the state folder on every start. */
 import { join } from 'node:path';
-import { OPERATOR, DEMO_USERS, REPO, pythonBasePrefix, type Settings } from './settings.js';
+import {
+  OPERATOR,
+  DEMO_USERS,
+  PROJECT,
+  REPO,
+  pythonBasePrefix,
+  type Settings,
+} from './settings.js';
 
 const py = (s: string) => JSON.stringify(s);
 
@@ -41,14 +48,86 @@ export function bridgeYaml(s: Settings): string {
     `  hours: { max: 8, default: 2 }`,
     `session:`,
     `  runtime: bwrap`,
-    `  dataRoot: ${JSON.stringify(join(s.state, 'bridge', 'data'))}`,
+    // The project's data is the ingress's cipher tree, mounted through trefs with the user's key:
+    // what the data owner uploaded and the PI confirmed is what the researcher sees at /data/demo.
+    `  trefs: ${JSON.stringify({
+      command: [s.node, join(REPO, 'trefs', 'dist', 'cli.js')],
+      cipherRoot: cipherRootOf(s),
+      kmsUrl: `http://127.0.0.1:${s.ports.kms}`,
+    })}`,
     `  workRoot: ${JSON.stringify(join(s.state, 'bridge', 'jobs'))}`,
     `  listenHost: 127.0.0.1`,
     `  advertiseHost: 127.0.0.1`,
-    `  readOnlyPaths: ${JSON.stringify([s.venv, pythonBasePrefix(s.venv)])}`,
+    `  readOnlyPaths: ${JSON.stringify(sessionReadOnlyPaths(s))}`,
     `  pathPrepend: ${JSON.stringify([venvBin])}`,
     '',
   ].join('\n');
+}
+
+/** The ingress service's tree: `<ingress root>/projects/<project>/cipher`. */
+export function cipherRootOf(s: Settings): string {
+  return join(s.state, 'ingress', 'projects', '{project}', 'cipher');
+}
+
+/** Where the lab's settings for sessions live (visible read-only inside them). */
+export function sessionConfigDir(s: Settings): string {
+  return join(s.state, 'session', 'jupyter');
+}
+
+/**
+ * What a session sees of the host besides its own data: the Python environment, the lab
+ * helper with the packages it loads, and the lab's settings. Never the state folder itself:
+ * it holds every demo user's tokens and key passphrases.
+ */
+function sessionReadOnlyPaths(s: Settings): string[] {
+  return [
+    s.venv,
+    pythonBasePrefix(s.venv),
+    join(REPO, 'jupyterlab-tre', 'helper'),
+    join(REPO, 'crypto'),
+    join(REPO, 'kms-service'),
+    join(REPO, 'node_modules'),
+    sessionConfigDir(s),
+  ];
+}
+
+/**
+ * jupyterlab-tre in a session: the helper run by the node outside's binary (visible under
+ * /usr), and demo mode's outbox. Filing in a session needs trefs to freeze filed files and
+ * hand out their DEKs, which it does not offer yet; until then the lab encrypts a snapshot of
+ * each filed file into the outbox, inside the project's own (encrypted) tree.
+ */
+export function sessionLabConfig(s: Settings): string {
+  return (
+    JSON.stringify(
+      {
+        TreLab: {
+          helper: [s.node, join(REPO, 'jupyterlab-tre', 'helper', 'dist', 'cli.js')],
+          outbox: `/data/${PROJECT}/${OUTBOX}`,
+        },
+      },
+      null,
+      2,
+    ) + '\n'
+  );
+}
+
+/** The outbox folder in the project's data, for demo-mode egress filing. */
+export const OUTBOX = 'egress-outbox';
+
+/** The TRE console, served by the KMS as a hub service (its path on the hub's public URL). */
+export const CONSOLE_PATH = '/services/kms/console/';
+
+/** The hub's page template with a "TRE console" link beside Home and Token. */
+export function hubPageTemplate(): string {
+  return `{% extends "templates/page.html" %}
+{% block nav_bar_left_items %}
+  {{ super() }}
+  <li class="nav-item">
+    <a class="nav-link" id="tre-console-link" href="{{ tre_console_url }}">TRE console</a>
+  </li>
+{% endblock nav_bar_left_items %}
+`;
 }
 
 /**
@@ -102,6 +181,16 @@ c.TreSpawner.options_form = tre_options_form
 c.TreSpawner.bridge_url = 'http://127.0.0.1:${s.ports.bridge}'
 c.TreSpawner.bridge_token_file = ${py(join(s.state, 'secrets', 'bridge-token'))}
 c.Spawner.default_url = '/lab'
+# Inside a session the job agent relays the hub's /services/kms/ to the KMS: the lab's panels
+# call it there with the user's token. The lab's demo-mode settings come from a folder the
+# session sees read-only.
+c.Spawner.environment = {
+    'TRE_KMS_URL': 'http://127.0.0.1:${s.ports.hubInternal}/services/kms',
+    'JUPYTER_CONFIG_PATH': ${py(sessionConfigDir(s))},
+}
+# The TRE console (the KMS's /console/) in the hub's navigation, on every hub page.
+c.JupyterHub.template_paths = [${py(join(s.state, 'hub', 'templates'))}]
+c.JupyterHub.template_vars = {'tre_console_url': ${py(CONSOLE_PATH)}}
 c.Spawner.start_timeout = 240
 c.Spawner.http_timeout = 120
 with open(${py(join(s.state, 'secrets', 'demo-service-token'))}, encoding='utf-8') as f:

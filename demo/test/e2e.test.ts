@@ -6,23 +6,19 @@
  * the state. The screenshots it takes are the ones the guides show.
  */
 import { afterAll, beforeAll, describe, expect, jest, test } from '@jest/globals';
-import { createHash, randomBytes } from 'node:crypto';
-import { mkdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import {
   decryptFile,
-  decodePublicKey,
   decryptKeyFile,
-  encryptFile,
-  HEADER_LEN,
-  parseHeader,
+  plainSizeToCipherSize,
   unwrapKey,
-  wrapKey,
   type KeyFile,
   type KeyPair,
 } from '@tre/crypto';
-import { checkFile, KmsClient, type KekView } from '@tre/kms-service';
+import { KmsClient } from '@tre/kms-service';
 import {
   CHROMIUM_ARGS,
   ctrlC,
@@ -61,7 +57,45 @@ async function login(user: string, password: string): Promise<Page> {
   return page;
 }
 
+/** What the seed uploads into the project (demo/src/dataset.ts), under cohort/. */
+const DATASET_FILES = ['patients.csv', 'lab_values.csv', 'README.txt'];
+
+function walk(dir: string): string[] {
+  return readdirSync(dir, { withFileTypes: true }).flatMap((e) =>
+    e.isDirectory() ? walk(join(dir, e.name)) : [join(dir, e.name)],
+  );
+}
+
+/**
+ * The TRE console as a reviewer finds it: log in to the hub, make a token on the hub's Token
+ * page, follow the hub's "TRE console" link and sign in there with the token.
+ */
+async function openConsole(user: string): Promise<Page> {
+  const page = await login(user, logins[user] as string);
+  await page.goto(`${demo.url}hub/token`);
+  await page.fill('#token-note', 'TRE console');
+  await page.click('#request-token-form button[type="submit"]');
+  await page.locator('#token-result').filter({ hasText: /\S/ }).waitFor();
+  const token = ((await page.locator('#token-result').textContent()) ?? '').trim();
+  expect(token).toMatch(/^[0-9a-zA-Z_]{20,}$/);
+  await page.click('#tre-console-link');
+  await page.waitForURL(/\/services\/kms\/console\/$/);
+  await page.fill('#token', token);
+  await page.click('#signin-form button');
+  await page.waitForSelector('#view[data-loaded="true"]');
+  return page;
+}
+
 const secret = (f: string) => join(demo.state, 'secrets', f);
+
+function startTime(pid: number): string | null {
+  try {
+    const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+    return stat.slice(stat.lastIndexOf(')') + 2).split(' ')[19] ?? null;
+  } catch {
+    return null;
+  }
+}
 const kmsUrl = () => `http://127.0.0.1:${demo.port + 3}`;
 function kmsAs(user: string): KmsClient {
   return new KmsClient({ baseUrl: kmsUrl(), token: readFileSync(secret(`token-${user}`), 'utf8') });
@@ -158,6 +192,19 @@ describe('the README run command', () => {
     // JupyterLab asks once whether to fetch Jupyter news; a TRE session has no network anyway.
     const noNews = page.getByRole('button', { name: 'No', exact: true });
     if (await noNews.isVisible()) await noNews.click();
+    // The seeded dataset, decrypted by trefs beside the container, in the lab's file browser.
+    const browserItem = (name: string) =>
+      page.locator(`.jp-DirListing-item[title^="Name: ${name}"]`).first();
+    await browserItem('cohort').waitFor({ timeout: 60_000 });
+    await browserItem('cohort').dblclick();
+    for (const f of DATASET_FILES) await browserItem(f).waitFor({ timeout: 30_000 });
+    await browserItem('README.txt').dblclick();
+    // The editor shows up before its text has loaded: wait for the text itself.
+    await page
+      .locator('.jp-FileEditor .cm-content')
+      .filter({ hasText: 'Synthetic demo dataset of the TRE.' })
+      .first()
+      .waitFor({ timeout: 60_000 });
     await page.waitForTimeout(1000);
     await shot(page, 'jupyterlab');
     // The desktop proxy takes a hub API token (header, or this cookie for browsers), not the
@@ -177,58 +224,147 @@ describe('the README run command', () => {
     await page.context().close();
   });
 
-  test('an egress request: filed by the researcher, reviewed and approved by the PI and the data owner, released', async () => {
-    const text = 'diagnosis,patients\nE11,34\nI10,31\nN18,29\n';
+  test("/data/demo is the ingress's cipher tree: the session reads the plaintext, the disk holds ciphertext only", async () => {
+    const token = readFileSync(secret('token-researcher'), 'utf8').trim();
+    const plain: Record<string, Buffer> = {};
+    for (const f of DATASET_FILES) {
+      const res = await fetch(
+        `${demo.url}user/researcher/api/contents/cohort/${f}?content=1&format=base64&type=file`,
+        {
+          headers: { Authorization: `token ${token}` },
+        },
+      );
+      expect(res.status).toBe(200);
+      plain[f] = Buffer.from(((await res.json()) as { content: string }).content, 'base64');
+      // What the data owner uploaded (the generator is seeded: the same files every time).
+      expect(plain[f]).toEqual(readFileSync(join(demo.state, 'dataset', 'cohort', f)));
+    }
+    const files = walk(join(demo.state, 'ingress', 'projects', 'demo', 'cipher'));
+    const contents = files.filter((f) => !f.endsWith('gocryptfs.diriv'));
+    expect(contents.length).toBeGreaterThanOrEqual(DATASET_FILES.length);
+    const names = ['cohort', ...DATASET_FILES];
+    for (const f of files) {
+      for (const n of names) expect(f.split('/')).not.toContain(n);
+      const ct = readFileSync(f);
+      if (ct.length === 0) continue;
+      if (f.endsWith('gocryptfs.diriv')) {
+        expect(ct.length).toBe(16);
+        continue;
+      }
+      // gocryptfs v2 files: an 18-byte header (version 2, file ID), then 4 KiB blocks each
+      // with a 16-byte nonce and tag: no plaintext survives, not even a line of it.
+      expect(ct.readUInt16BE(0)).toBe(2);
+      for (const p of Object.values(plain)) {
+        for (const line of p.toString('utf8').split('\n').slice(0, 20)) {
+          if (line.length >= 8) expect(ct.includes(Buffer.from(line))).toBe(false);
+        }
+      }
+    }
+    const sizes = contents.map((f) => statSync(f).size).sort((a, b) => a - b);
+    for (const p of Object.values(plain)) {
+      expect(sizes).toContain(plainSizeToCipherSize(p.length));
+    }
+  });
+
+  test('egress in the lab: the researcher files in the Egress panel, the PI and the data owner approve in the TRE console', async () => {
+    const token = readFileSync(secret('token-researcher'), 'utf8').trim();
+    // An output of the analysis: patients per diagnosis group, from the decrypted dataset.
+    const patients = readFileSync(join(demo.state, 'dataset', 'cohort', 'patients.csv'), 'utf8');
+    const counts = new Map<string, number>();
+    for (const row of patients.trim().split('\n').slice(1)) {
+      const dx = row.split(',')[4] as string;
+      counts.set(dx, (counts.get(dx) ?? 0) + 1);
+    }
+    const table =
+      ['diagnosis,patients', ...[...counts].sort().map(([d, n]) => `${d},${n}`)].join('\n') + '\n';
+    const contents = `${demo.url}user/researcher/api/contents`;
+    const put = (path: string, body: unknown) =>
+      fetch(`${contents}/${path}`, {
+        method: 'PUT',
+        headers: { Authorization: `token ${token}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+    expect((await put('export', { type: 'directory' })).status).toBeLessThan(300);
+    expect(
+      (await put('export/diagnoses.csv', { type: 'file', format: 'text', content: table })).status,
+    ).toBeLessThan(300);
+
+    const page = await login('researcher', logins.researcher as string);
+    await page.goto(`${demo.url}user/researcher/lab`);
+    await page.waitForSelector('#tre-projects[data-loaded="true"]', {
+      state: 'attached',
+      timeout: 120_000,
+    });
+    const noNews = page.getByRole('button', { name: 'No', exact: true });
+    if (await noNews.isVisible()) await noNews.click();
+    const panel = page.locator('#tre-egress');
+    if (!(await panel.isVisible()))
+      await page.locator('.jp-SideBar [data-id="tre-egress"]').click();
+    await panel.waitFor({ state: 'visible' });
+    const exp = panel.locator('[data-section="export"]');
+    const row = exp.locator('[data-file="diagnoses.csv"]');
+    await row.waitFor({ timeout: 60_000 });
+    await expect(row.locator('> [data-verdict]').textContent()).resolves.toBe('pass');
+    await exp.locator('[data-field="title"]').fill('Patients per diagnosis group');
+    await exp.locator('[data-action="file"]').click();
+    const mine = panel.locator('[data-section="mine"] [data-request]');
+    await mine.first().waitFor({ timeout: 60_000 });
+    await expect(mine.first().getAttribute('data-state')).resolves.toBe('draft');
+    await mine.first().locator('[data-action="submit"]').click();
+    await panel
+      .locator('[data-section="mine"] [data-request][data-state="submitted"]')
+      .waitFor({ timeout: 60_000 });
+    await shot(page, 'lab-egress');
+    await page.context().close();
+
+    const researcher = kmsAs('researcher');
+    const [req] = await researcher.listEgress('demo');
+    const id = req!.id;
+    expect((await researcher.egress('demo', id)).files.map((f) => [f.path, f.sdc.verdict])).toEqual(
+      [['diagnoses.csv', 'pass']],
+    );
+
+    for (const reviewer of ['pi', 'dataowner'] as const) {
+      const c = await openConsole(reviewer);
+      await c.click('nav button[data-tab="egress"]');
+      await c.waitForSelector('#view[data-view="egress"][data-loaded="true"]');
+      const card = c.locator(`[data-request="${id}"]`);
+      await card.locator('[data-file="diagnoses.csv"] [data-action="approve-file"]').click();
+      await c.waitForSelector('#status:has-text("Approved diagnoses.csv.")');
+      if (reviewer === 'dataowner') {
+        await c.waitForSelector(`[data-request="${id}"][data-state="reviewed"]`, {
+          timeout: 15_000,
+        });
+        await shot(c, 'console-egress');
+        await card.locator('[data-action="decide-approve"]').click();
+        await c.waitForSelector(`[data-request="${id}"][data-state="approved"]`);
+      }
+      await c.context().close();
+    }
+
+    // The release goes to the requester only; the frozen snapshot in the outbox is what the
+    // reviewers saw: its SHA-256 is the manifest's, and the released key opens it.
+    const released = await researcher.releaseEgress('demo', id);
+    expect(released.state).toBe('released');
+    const [f] = released.files;
+    const res = await fetch(
+      `${contents}/egress-outbox/demo/${f!.fileId}?content=1&format=base64&type=file`,
+      { headers: { Authorization: `token ${token}` } },
+    );
+    expect(res.status).toBe(200);
+    const ct = Buffer.from(((await res.json()) as { content: string }).content, 'base64');
+    expect(createHash('sha256').update(ct).digest('hex')).toBe(f!.sha256);
     const dir = join(demo.state, 'egress-test');
     mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'table.csv'), text);
-    const dek = randomBytes(32);
-    await encryptFile(dek, join(dir, 'table.csv'), join(dir, 'table.csv.enc'));
-    const ct = readFileSync(join(dir, 'table.csv.enc'));
-    const fileId = parseHeader(ct.subarray(0, HEADER_LEN)).toString('hex');
-    const researcher = kmsAs('researcher');
-    const keys = [];
-    for (const u of USERS) {
-      const kek = (await researcher.listKeks(u)).find((k) => k.current) as KekView;
-      keys.push({
-        username: u,
-        wrapped: await wrapKey(dek, decodePublicKey(kek.publicKey), {
-          purpose: 'egress',
-          projectId: 'demo',
-          fileId,
-          recipient: u,
-        }),
-      });
-    }
-    const draft = await researcher.createEgress('demo', 'Patients per diagnosis group');
-    await researcher.putEgressFiles('demo', draft.id, [
-      {
-        fileId,
-        path: 'outputs/diagnoses.csv',
-        size: ct.length,
-        sha256: createHash('sha256').update(ct).digest('hex'),
-        sdc: checkFile('outputs/diagnoses.csv', text),
-        keys,
-      },
-    ]);
-    expect((await researcher.submitEgress('demo', draft.id)).state).toBe('submitted');
-    for (const reviewer of ['pi', 'dataowner']) {
-      const c = kmsAs(reviewer);
-      const k = await c.egressReviewKey('demo', draft.id, fileId);
-      const dekSeen = await unwrapKey(k.wrapped, await kekOf(reviewer), {
-        purpose: 'egress',
-        projectId: 'demo',
-        fileId,
-        recipient: reviewer,
-      });
-      await decryptFile(dekSeen, join(dir, 'table.csv.enc'), join(dir, `seen-${reviewer}.csv`));
-      expect(readFileSync(join(dir, `seen-${reviewer}.csv`), 'utf8')).toBe(text);
-      await c.voteEgress('demo', draft.id, fileId, 'approve');
-    }
-    expect((await kmsAs('pi').decideEgress('demo', draft.id, 'approve')).state).toBe('approved');
-    const released = await researcher.releaseEgress('demo', draft.id);
-    expect(released.state).toBe('released');
-    expect(released.files.map((f) => f.fileId)).toEqual([fileId]);
+    writeFileSync(join(dir, 'released.enc'), ct);
+    const dek = await unwrapKey(f!.wrapped, await kekOf('researcher'), {
+      purpose: 'egress',
+      projectId: 'demo',
+      fileId: f!.fileId,
+      recipient: 'researcher',
+    });
+    await decryptFile(dek, join(dir, 'released.enc'), join(dir, 'released.csv'));
+    expect(readFileSync(join(dir, 'released.csv'), 'utf8')).toBe(table);
   });
 
   test("the guides' commands marked `sh demo` run against the running demo", () => {
@@ -277,7 +413,7 @@ describe('the README run command', () => {
     expect(refused).toBe(true);
   });
 
-  test('a second start reuses the state and seeds nothing again', async () => {
+  test('a second start reuses the state; after a kill -9 the next start stops what was left and comes up', async () => {
     const again = await startDemo({ state: demo.state, port: demo.port });
     demo = again;
     const out = again.output();
@@ -285,8 +421,59 @@ describe('the README run command', () => {
     expect(out).not.toMatch(/proposed by pi|tre upload:|key file for/);
     const page = await login('dataowner', logins.dataowner as string);
     expect(page.url()).toMatch(/\/hub\/(home|spawn)/);
+    // The TRE console is in the hub's navigation on every page.
+    await expect(page.locator('#tre-console-link').getAttribute('href')).resolves.toBe(
+      '/services/kms/console/',
+    );
     await page.context().close();
-    expect(await ctrlC(again)).toBe(0);
+
+    // A running session, so that its job, its container and its trefs mount are left too.
+    const api = `http://127.0.0.1:${demo.port + 1}/hub/api`;
+    const admin = {
+      Authorization: `token ${readFileSync(secret('demo-service-token'), 'utf8').trim()}`,
+    };
+    const started = await fetch(`${api}/users/researcher/server`, {
+      method: 'POST',
+      headers: admin,
+      body: JSON.stringify({ project: 'demo', passphrase: passphrases.researcher }),
+    });
+    expect([201, 202]).toContain(started.status);
+    const deadline = Date.now() + 240_000;
+    for (let ready = false; !ready && Date.now() < deadline;) {
+      const u = (await (await fetch(`${api}/users/researcher`, { headers: admin })).json()) as {
+        servers?: Record<string, { ready?: boolean }>;
+      };
+      ready = u.servers?.['']?.ready === true;
+      if (!ready) await new Promise((r) => setTimeout(r, 1000));
+    }
+    expect(mountsUnder(demo.state).length).toBe(1);
+
+    // Every process of this run, by pid and start time (a pid alone may be reused later).
+    const pidFile = JSON.parse(readFileSync(join(demo.state, 'pids.json'), 'utf8')) as {
+      demo: { pid: number };
+      children: Array<{ name: string; pid: number }>;
+    };
+    expect(pidFile.children.map((c) => c.name)).toEqual(
+      expect.arrayContaining(['ingress', 'bridge', 'jupyterhub', 'kms']),
+    );
+    const before = processesUsing(demo.state).map((l) => {
+      const pid = Number(l.split(' ')[0]);
+      return { pid, start: startTime(pid), line: l };
+    });
+    expect(before.length).toBeGreaterThan(5);
+    process.kill(pidFile.demo.pid, 'SIGKILL');
+    await again.exited;
+
+    // The machine is set up already: start tre-demo itself, as the README's command ends up doing.
+    const third = await startDemo({ state: demo.state, port: demo.port, runLocal: true });
+    demo = third;
+    expect(third.output()).toMatch(/reusing the state/);
+    const stale = before.filter((p) => p.start !== null && startTime(p.pid) === p.start);
+    expect(stale.map((p) => p.line)).toEqual([]);
+    expect(mountsUnder(demo.state)).toEqual([]);
+    const res = await fetch(`${third.url}hub/login`);
+    expect(res.status).toBe(200);
+    expect(await ctrlC(third)).toBe(0);
     expect(processesUsing(demo.state)).toEqual([]);
   });
 });

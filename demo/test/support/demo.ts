@@ -48,11 +48,21 @@ export interface RunningDemo {
 }
 
 export async function startDemo(
-  opts: { state?: string; port?: number; timeoutMs?: number; args?: string[] } = {},
+  opts: {
+    state?: string;
+    port?: number;
+    timeoutMs?: number;
+    args?: string[];
+    /** scripts/run-local: what the README's command runs once the machine is set up. */
+    runLocal?: boolean;
+  } = {},
 ): Promise<RunningDemo> {
   const state = opts.state ?? mkdtempSync(join(tmpdir(), 'tre-demo-e2e-'));
   const port = opts.port ?? (await freePortBase());
-  const command = [readmeRunCommand(), ...(opts.args ?? [])].join(' ');
+  const command = [
+    opts.runLocal ? 'scripts/run-local' : readmeRunCommand(),
+    ...(opts.args ?? []),
+  ].join(' ');
   const child = spawn('bash', ['-c', command], {
     cwd: REPO,
     env: { ...process.env, TRE_DEMO_STATE: state, TRE_DEMO_PORT: String(port) },

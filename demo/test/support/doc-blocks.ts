@@ -104,3 +104,55 @@ export function runBlock(
     rmSync(home, { recursive: true, force: true });
   }
 }
+
+/** The design documents: their commands are inline code spans, not shell blocks. */
+export const DESIGN_DOCS = ['docs/architecture.md', 'docs/benchmarks.md'];
+
+export interface InlineCommand {
+  file: string;
+  line: number;
+  code: string;
+}
+
+/** The names the repository's packages install as commands (their `bin` entries). */
+export function treClis(): string[] {
+  const root = JSON.parse(readFileSync(join(REPO, 'package.json'), 'utf8')) as {
+    workspaces: string[];
+  };
+  return root.workspaces.flatMap((w) => {
+    const pkg = JSON.parse(readFileSync(join(REPO, w, 'package.json'), 'utf8')) as {
+      bin?: Record<string, string>;
+    };
+    return Object.keys(pkg.bin ?? {});
+  });
+}
+
+const TOOLS = ['npm', 'npx', 'node', 'openssl', 'gocryptfs', 'websockify', 'hyperfine', 'setpriv'];
+
+/**
+ * Inline code spans that are commands: a TRE CLI (alone or with arguments), a script of
+ * scripts/, `cd <pkg> && ...`, or one of the tools above with arguments. Bare tool names
+ * (`gocryptfs`) are names, not commands.
+ */
+export function inlineCommands(file: string): InlineCommand[] {
+  const clis = new Set(treClis());
+  const found: InlineCommand[] = [];
+  let fenced = false;
+  readFileSync(join(REPO, file), 'utf8')
+    .split('\n')
+    .forEach((text, i) => {
+      if (/^```/.test(text)) fenced = !fenced;
+      if (fenced) return;
+      for (const m of text.matchAll(/`([^`]+)`/g)) {
+        const code = (m[1] as string).trim();
+        const first = code.split(/\s+/)[0] as string;
+        const isCommand =
+          clis.has(first) ||
+          /^scripts\/[a-z-]+$/.test(first) ||
+          /^cd [\w-]+ && /.test(code) ||
+          (TOOLS.includes(first) && /\s/.test(code));
+        if (isCommand) found.push({ file, line: i + 1, code });
+      }
+    });
+  return found;
+}
