@@ -40,7 +40,8 @@ export class SourceError extends Error {
   }
 }
 
-type SliceValue = Buffer & { size: number };
+/** A chunk as consecutive pieces; tus-js-client reads its length from `size`. */
+export type SliceValue = Buffer[] & { size: number };
 
 export class EncryptingSource {
   readonly size: number;
@@ -77,11 +78,10 @@ export class EncryptingSource {
     for (let k = last; k < Math.min(last + this.o.chunkUnits, total); k++)
       void this.unit(k).catch(() => undefined);
     await this.o.onUnits(first, units.map(unitHash));
-    const parts = units.flat();
-    // One copy at most: a chunk of one piece goes out as it came from the worker.
-    const value = (parts.length === 1 ? parts[0]! : Buffer.concat(parts)) as SliceValue;
-    value.size = value.length;
-    const done = unitStart(first) + value.length >= this.size;
+    // The pieces go out as they came from the workers (see http-stack.ts): no copy.
+    const value = units.flat() as SliceValue;
+    value.size = value.reduce((n, b) => n + b.length, 0);
+    const done = unitStart(first) + value.size >= this.size;
     this.finalSliced = done;
     return { value, done };
   }

@@ -7,6 +7,7 @@
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
 import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
+import { writeSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { WrappedKey } from '@tre/crypto';
@@ -152,10 +153,13 @@ export class SessionStore {
     return st ? (JSON.parse(JSON.stringify(st)) as FileState) : undefined;
   }
 
+  // A synchronous append: one short write(2) to the page cache costs less than the thread-pool
+  // round trip of an asynchronous one, and it is on disk (as far as a crash of this process
+  // goes) before the caller sends what it describes.
   private async append(records: JournalRecord[]): Promise<void> {
     if (!this.journal) throw new Error('the resume state is not open');
     if (records.length === 0) return;
-    await this.journal.write(records.map((r) => JSON.stringify(r) + '\n').join(''));
+    writeSync(this.journal.fd, records.map((r) => JSON.stringify(r) + '\n').join(''));
   }
 
   saveFile(f: FileState): Promise<void> {

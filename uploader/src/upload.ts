@@ -12,6 +12,7 @@ import type { DetailedError } from 'tus-js-client';
 import type { CipherComponent } from './cipher-names.js';
 import { pathKey } from './cipher-names.js';
 import { EncryptingSource } from './encrypting-source.js';
+import { WholeBodyHttpStack } from './http-stack.js';
 import { EXIT, TreError } from './errors.js';
 import type { ChecklistInput, IngressClient } from './ingress-client.js';
 import { IngressHttpError } from './ingress-client.js';
@@ -132,6 +133,7 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
   }
 
   const pool = new ContentWorkerPool(o.threads !== undefined ? { threads: o.threads } : {});
+  const httpStack = new WholeBodyHttpStack();
   const states = new Map<string, FileState>();
   const fresh = new Set<string>();
   let totalBytes = 0;
@@ -184,7 +186,16 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
         const st = states.get(f.rel)!;
         try {
           if (st.phase === 'uploading') {
-            bytesSent += await sendFile(o, pool, f, st, requestId, active, !fresh.has(f.rel));
+            bytesSent += await sendFile(
+              o,
+              pool,
+              httpStack,
+              f,
+              st,
+              requestId,
+              active,
+              !fresh.has(f.rel),
+            );
           } else {
             skipped++;
             o.progress.fileDone(st.uploadId);
@@ -206,6 +217,7 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
   } finally {
     o.signal?.removeEventListener('abort', onAbort);
     o.progress.stop();
+    httpStack.close();
     await pool.destroy();
   }
 
@@ -277,6 +289,7 @@ async function prepare(
 async function sendFile(
   o: UploadRun,
   pool: ContentWorkerPool,
+  httpStack: WholeBodyHttpStack,
   f: SourceFile,
   st: FileState,
   requestId: string,
@@ -316,6 +329,7 @@ async function sendFile(
           uploadSize: st.cipherSize,
           chunkSize: o.chunkUnits * UNIT_CIPHER + HEADER_LEN,
           fileReader: { openFile: async () => source },
+          httpStack,
           fingerprint: async () => st.uploadId,
           storeFingerprintForResuming: false,
           uploadDataDuringCreation: true,
