@@ -5,7 +5,7 @@
  * so the state is useless without the key file and its passphrase.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { mkdir, open, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
 import type { FileHandle } from 'node:fs/promises';
 import { writeSync } from 'node:fs';
 import { homedir } from 'node:os';
@@ -103,6 +103,12 @@ export class SessionStore {
 
   async init(): Promise<void> {
     await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // A session interrupted under the earlier layout (one JSON file per source file) resumes too.
+    const legacy = await readdir(join(this.dir, 'files')).catch(() => [] as string[]);
+    for (const name of legacy.filter((n) => n.endsWith('.json'))) {
+      const st = await readJson<FileState>(join(this.dir, 'files', name));
+      if (st) this.files.set(st.relPath, st);
+    }
     let text = '';
     try {
       text = await readFile(this.journalPath, 'utf8');
@@ -193,6 +199,7 @@ export class SessionStore {
     await this.saveSession(rest);
     await this.close();
     await rm(this.journalPath, { force: true });
+    await rm(join(this.dir, 'files'), { recursive: true, force: true });
     this.files.clear();
   }
 }
