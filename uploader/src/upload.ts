@@ -64,7 +64,7 @@ function tusFailure(err: Error | DetailedError): TreError {
     try {
       const body = JSON.parse(res.getBody()) as { error?: { code?: string; message?: string } };
       if (body.error?.message) message = body.error.message;
-      if (body.error?.code === 'digest_mismatch') {
+      if (body.error?.code === 'digest_mismatch' || body.error?.code === 'not_uploading') {
         return new IngressHttpError(status, body.error.code, message);
       }
     } catch {
@@ -383,7 +383,9 @@ async function sendFile(
         await restartAfterMismatch(o, st);
         throw new TreError(EXIT.verification, `${f.rel}: ${e.message}`);
       }
-      throw e;
+      // The last chunk's answer was lost after the server had staged the file: a retry finds it
+      // no longer uploading, and /complete (idempotent) says whether it is this file.
+      if (!(e instanceof IngressHttpError && e.code === 'not_uploading')) throw e;
     }
     if (staged) {
       st.digest = fileDigest(st.cipherSize, st.units);
