@@ -22,14 +22,13 @@ const pkgs = root.workspaces.map((w) => ({
   dir: w,
   pkg: JSON.parse(readFileSync(join(REPO, w, 'package.json'), 'utf8')) as Pkg,
 }));
-// The uploader's `tre-ingress` bin entry points at a module that only exports the server (the
-// command is `tre ingress serve`), so it is not among the CLIs checked here.
 const CLIS = [
   'desktop-proxy',
   'tre',
   'tre-bridge',
   'tre-crypt',
   'tre-demo',
+  'tre-ingress',
   'tre-job-agent',
   'tre-kms',
   'trefs',

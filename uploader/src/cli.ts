@@ -23,7 +23,7 @@ import { kmsFailure, kmsMode, masterKeyMode } from './upload-keys.js';
 import type { UploadKeys } from './upload-keys.js';
 
 const here = dirname(fileURLToPath(import.meta.url));
-const version = (
+export const version = (
   JSON.parse(readFileSync(join(here, '..', 'package.json'), 'utf8')) as { version: string }
 ).version;
 
@@ -185,6 +185,7 @@ export function buildProgram(): Command {
         process.off('SIGINT', onSigint);
         process.off('SIGTERM', onSigint);
         keys.close();
+        await session.close();
       }
     });
 
@@ -408,9 +409,17 @@ export function buildProgram(): Command {
       ).review(id, o.confirm ? 'confirm' : 'reject', o.reason as string | undefined),
     );
   });
-  ing
-    .command('serve')
+  ing.addCommand(serveCommand('serve'));
+
+  return program;
+}
+
+/** `tre ingress serve`, also the whole of the `tre-ingress` command. */
+export function serveCommand(name: string): Command {
+  return new Command(name)
     .description('run the ingress service')
+    .exitOverride()
+    .showHelpAfterError()
     .requiredOption(
       '--root <dir>',
       'storage root (uploads, staging and project trees; one filesystem)',
@@ -435,12 +444,9 @@ export function buildProgram(): Command {
       const { serveIngress } = await import('./ingress/main.js');
       await serveIngress(o);
     });
-
-  return program;
 }
 
-export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+export async function main(argv: string[], program = buildProgram()): Promise<number> {
   try {
     await program.parseAsync(argv);
     return EXIT.ok;

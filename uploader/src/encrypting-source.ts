@@ -40,12 +40,15 @@ export class SourceError extends Error {
   }
 }
 
-type SliceValue = Buffer & { size: number };
+/** A chunk as consecutive pieces; tus-js-client reads its length from `size`. */
+export type SliceValue = Buffer[] & { size: number };
 
 export class EncryptingSource {
   readonly size: number;
   private fh: FileHandle | undefined;
-  private readonly units = new Map<number, Promise<Buffer>>();
+  private readonly units = new Map<number, Promise<Buffer[]>>();
+  /** True once the last slice was the file's end (its request is the final one). */
+  finalSliced = false;
 
   constructor(private readonly o: EncryptingSourceOptions) {
     this.size = o.cipherSize;
@@ -63,17 +66,24 @@ export class EncryptingSource {
     }
     const total = unitCount(this.size);
     const first = unitAt(start, this.size);
-    if (first >= total) return { value: null, done: true };
+    this.finalSliced = false;
+    if (first >= total) {
+      this.finalSliced = true;
+      return { value: null, done: true };
+    }
     const last = Math.min(first + this.o.chunkUnits, total);
     for (const k of this.units.keys()) if (k < first) this.units.delete(k);
-    const bufs: Buffer[] = [];
-    for (let k = first; k < last; k++) bufs.push(await this.unit(k));
+    const units: Buffer[][] = [];
+    for (let k = first; k < last; k++) units.push(await this.unit(k));
     for (let k = last; k < Math.min(last + this.o.chunkUnits, total); k++)
       void this.unit(k).catch(() => undefined);
-    await this.o.onUnits(first, bufs.map(unitHash));
-    const value = Buffer.concat(bufs) as SliceValue;
-    value.size = value.length;
-    return { value, done: unitStart(first) + value.length >= this.size };
+    await this.o.onUnits(first, units.map(unitHash));
+    // The pieces go out as they came from the workers (see http-stack.ts): no copy.
+    const value = units.flat() as SliceValue;
+    value.size = value.reduce((n, b) => n + b.length, 0);
+    const done = unitStart(first) + value.size >= this.size;
+    this.finalSliced = done;
+    return { value, done };
   }
 
   close(): void {
@@ -83,7 +93,7 @@ export class EncryptingSource {
     void fh?.close().catch(() => undefined);
   }
 
-  private unit(k: number): Promise<Buffer> {
+  private unit(k: number): Promise<Buffer[]> {
     let p = this.units.get(k);
     if (!p) {
       p = this.encryptUnit(k);
@@ -92,7 +102,8 @@ export class EncryptingSource {
     return p;
   }
 
-  private async encryptUnit(k: number): Promise<Buffer> {
+  /** A unit's ciphertext: its sealed blocks, after the file header for unit 0. */
+  private async encryptUnit(k: number): Promise<Buffer[]> {
     this.fh ??= await open(this.o.path, 'r');
     const offset = k * UNIT_PLAIN;
     const len = Math.min(UNIT_PLAIN, this.o.plainSize - offset);
@@ -113,6 +124,6 @@ export class EncryptingSource {
       plain,
       true,
     );
-    return k === 0 ? Buffer.concat([createHeader(this.o.fileId), sealed]) : sealed;
+    return k === 0 ? [createHeader(this.o.fileId), sealed] : [sealed];
   }
 }

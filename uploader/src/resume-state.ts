@@ -1,11 +1,13 @@
 /**
- * Local resume state of an upload session, one small JSON file per source file, each
- * replaced atomically (write to a temporary name, rename). It holds no plaintext key: file
+ * Local resume state of an upload session: the session's JSON file, replaced atomically, and a
+ * journal of the per-file states (see SessionStore). It holds no plaintext key: file
  * DEKs are sealed under a session key that is itself HPKE-wrapped to the uploader's own KEK,
  * so the state is useless without the key file and its passphrase.
  */
 import { createCipheriv, createDecipheriv, createHash, randomBytes } from 'node:crypto';
-import { mkdir, readFile, rename, rm, writeFile } from 'node:fs/promises';
+import { mkdir, open, readFile, readdir, rename, rm, writeFile } from 'node:fs/promises';
+import type { FileHandle } from 'node:fs/promises';
+import { writeSync } from 'node:fs';
 import { homedir } from 'node:os';
 import { join } from 'node:path';
 import type { WrappedKey } from '@tre/crypto';
@@ -72,8 +74,21 @@ async function readJson<T>(path: string): Promise<T | undefined> {
   }
 }
 
+type JournalRecord =
+  | { f: FileState }
+  /** Units [first, first + hashes.length) of file `u` (write-ahead of their send). */
+  | { u: string; first: number; hashes: string[] };
+
+/**
+ * The session's per-file state is an append-only journal (`files.jsonl`): one JSON line per
+ * change, replayed in order at start. Appending a line is a single write(2), so a run killed at
+ * any moment leaves at most one torn last line, which is cut off on the next start: that change
+ * counts as never made, exactly as an interrupted write-and-rename would.
+ */
 export class SessionStore {
   readonly dir: string;
+  private readonly files = new Map<string, FileState>();
+  private journal: FileHandle | undefined;
 
   constructor(
     root: string,
@@ -82,8 +97,53 @@ export class SessionStore {
     this.dir = join(root, id);
   }
 
+  private get journalPath(): string {
+    return join(this.dir, 'files.jsonl');
+  }
+
   async init(): Promise<void> {
-    await mkdir(join(this.dir, 'files'), { recursive: true, mode: 0o700 });
+    await mkdir(this.dir, { recursive: true, mode: 0o700 });
+    // A session interrupted under the earlier layout (one JSON file per source file) resumes too.
+    const legacy = await readdir(join(this.dir, 'files')).catch(() => [] as string[]);
+    for (const name of legacy.filter((n) => n.endsWith('.json'))) {
+      const st = await readJson<FileState>(join(this.dir, 'files', name));
+      if (st) this.files.set(st.relPath, st);
+    }
+    let text = '';
+    try {
+      text = await readFile(this.journalPath, 'utf8');
+    } catch (e) {
+      if ((e as NodeJS.ErrnoException).code !== 'ENOENT') throw e;
+    }
+    const whole = text.lastIndexOf('\n') + 1;
+    for (const line of text.slice(0, whole).split('\n')) {
+      if (line === '') continue;
+      let r: JournalRecord;
+      try {
+        r = JSON.parse(line) as JournalRecord;
+      } catch {
+        continue;
+      }
+      if ('f' in r) this.files.set(r.f.relPath, r.f);
+      else {
+        const st = this.files.get(r.u);
+        if (st) {
+          st.units.length = Math.min(st.units.length, r.first);
+          st.units.push(...r.hashes);
+        }
+      }
+    }
+    this.journal = await open(this.journalPath, 'a', 0o600);
+    if (Buffer.byteLength(text) !== Buffer.byteLength(text.slice(0, whole))) {
+      await this.journal.truncate(Buffer.byteLength(text.slice(0, whole)));
+    }
+  }
+
+  /** Closes the journal (the state stays on disk for a later run). */
+  async close(): Promise<void> {
+    const j = this.journal;
+    this.journal = undefined;
+    await j?.close();
   }
 
   loadSession(): Promise<SessionState | undefined> {
@@ -94,20 +154,38 @@ export class SessionStore {
     return writeJsonAtomic(join(this.dir, 'session.json'), s);
   }
 
-  private filePath(relPath: string): string {
-    return join(
-      this.dir,
-      'files',
-      createHash('sha256').update(relPath).digest('hex').slice(0, 40) + '.json',
-    );
+  loadFile(relPath: string): FileState | undefined {
+    const st = this.files.get(relPath);
+    return st ? (JSON.parse(JSON.stringify(st)) as FileState) : undefined;
   }
 
-  loadFile(relPath: string): Promise<FileState | undefined> {
-    return readJson<FileState>(this.filePath(relPath));
+  // A synchronous append: one short write(2) to the page cache costs less than the thread-pool
+  // round trip of an asynchronous one, and it is on disk (as far as a crash of this process
+  // goes) before the caller sends what it describes.
+  private async append(records: JournalRecord[]): Promise<void> {
+    if (!this.journal) throw new Error('the resume state is not open');
+    if (records.length === 0) return;
+    writeSync(this.journal.fd, records.map((r) => JSON.stringify(r) + '\n').join(''));
   }
 
   saveFile(f: FileState): Promise<void> {
-    return writeJsonAtomic(this.filePath(f.relPath), f);
+    return this.saveFiles([f]);
+  }
+
+  /** Records several files' states with one write. */
+  async saveFiles(fs: FileState[]): Promise<void> {
+    await this.append(fs.map((f) => ({ f })));
+    for (const f of fs) this.files.set(f.relPath, { ...f, units: [...f.units] });
+  }
+
+  /** Records the hashes of units about to be sent (the file's state otherwise unchanged). */
+  async saveUnits(relPath: string, first: number, hashes: string[]): Promise<void> {
+    await this.append([{ u: relPath, first, hashes }]);
+    const st = this.files.get(relPath);
+    if (st) {
+      st.units.length = Math.min(st.units.length, first);
+      st.units.push(...hashes);
+    }
   }
 
   /**
@@ -119,7 +197,10 @@ export class SessionStore {
     const rest: SessionState = { ...s, done };
     delete rest.sessionKey;
     await this.saveSession(rest);
+    await this.close();
+    await rm(this.journalPath, { force: true });
     await rm(join(this.dir, 'files'), { recursive: true, force: true });
+    this.files.clear();
   }
 }
 

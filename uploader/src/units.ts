@@ -54,8 +54,12 @@ export function unitAt(offset: number, total: number): number {
   return offset === 0 ? 0 : (offset - HEADER_LEN) / UNIT_CIPHER;
 }
 
-export function unitHash(unit: Uint8Array): string {
-  return createHash('sha256').update(unit).digest('hex');
+/** SHA-256 of one unit, given whole or as consecutive pieces. */
+export function unitHash(unit: Uint8Array | readonly Uint8Array[]): string {
+  const h = createHash('sha256');
+  if (unit instanceof Uint8Array) h.update(unit);
+  else for (const piece of unit) h.update(piece);
+  return h.digest('hex');
 }
 
 /**

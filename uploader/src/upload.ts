@@ -12,9 +12,11 @@ import type { DetailedError } from 'tus-js-client';
 import type { CipherComponent } from './cipher-names.js';
 import { pathKey } from './cipher-names.js';
 import { EncryptingSource } from './encrypting-source.js';
+import { WholeBodyHttpStack } from './http-stack.js';
 import { EXIT, TreError } from './errors.js';
 import type { ChecklistInput, IngressClient } from './ingress-client.js';
 import { IngressHttpError } from './ingress-client.js';
+import { DIGEST_HEADER, STATE_HEADER } from './ingress/protocol.js';
 import type { Progress } from './progress.js';
 import type { FileState, SessionState, SessionStore } from './resume-state.js';
 import { HEADER_LEN } from '@tre/crypto';
@@ -60,8 +62,11 @@ function tusFailure(err: Error | DetailedError): TreError {
     const status = res.getStatus();
     let message = `upload refused (HTTP ${status})`;
     try {
-      const body = JSON.parse(res.getBody()) as { error?: { message?: string } };
+      const body = JSON.parse(res.getBody()) as { error?: { code?: string; message?: string } };
       if (body.error?.message) message = body.error.message;
+      if (body.error?.code === 'digest_mismatch' || body.error?.code === 'not_uploading') {
+        return new IngressHttpError(status, body.error.code, message);
+      }
     } catch {
       // not JSON: keep the status line
     }
@@ -128,6 +133,7 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
   }
 
   const pool = new ContentWorkerPool(o.threads !== undefined ? { threads: o.threads } : {});
+  const httpStack = new WholeBodyHttpStack();
   const states = new Map<string, FileState>();
   const fresh = new Set<string>();
   let totalBytes = 0;
@@ -138,6 +144,10 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
     totalBytes += st.cipherSize;
     if (st.phase !== 'uploading') doneBytes += st.cipherSize;
   }
+  // Every new file's ids and sealed DEK are on disk before any of its bytes leave.
+  await o.session.saveFiles(
+    tree.files.filter((f) => fresh.has(f.rel)).map((f) => states.get(f.rel)!),
+  );
   o.progress.start(totalBytes, doneBytes, tree.files.length);
 
   const pendingRegistration: FileState[] = [];
@@ -156,10 +166,8 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
         })),
       );
     }
-    for (const s of batch) {
-      s.phase = 'registered';
-      await o.session.saveFile(s);
-    }
+    for (const s of batch) s.phase = 'registered';
+    await o.session.saveFiles(batch);
   };
 
   const active = new Set<Upload>();
@@ -178,7 +186,16 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
         const st = states.get(f.rel)!;
         try {
           if (st.phase === 'uploading') {
-            bytesSent += await sendFile(o, pool, f, st, requestId, active, !fresh.has(f.rel));
+            bytesSent += await sendFile(
+              o,
+              pool,
+              httpStack,
+              f,
+              st,
+              requestId,
+              active,
+              !fresh.has(f.rel),
+            );
           } else {
             skipped++;
             o.progress.fileDone(st.uploadId);
@@ -200,6 +217,7 @@ export async function runUpload(o: UploadRun): Promise<UploadSummary> {
   } finally {
     o.signal?.removeEventListener('abort', onAbort);
     o.progress.stop();
+    httpStack.close();
     await pool.destroy();
   }
 
@@ -218,7 +236,10 @@ function dekOf(o: UploadRun, st: FileState): Buffer {
   return o.keys.sealer.open(st.sealedDek, st.fileId);
 }
 
-/** Loads a file's resume state, or starts a new one (new upload id, file ID and DEK). */
+/**
+ * Loads a file's resume state, or starts a new one (new upload id, file ID and DEK), which the
+ * caller records before sending anything.
+ */
 async function prepare(
   o: UploadRun,
   fresh: Set<string>,
@@ -228,7 +249,7 @@ async function prepare(
 ): Promise<FileState> {
   const cut = f.rel.lastIndexOf('/');
   const dir = dirs.get(cut < 0 ? '' : f.rel.slice(0, cut))!;
-  let st = await o.session.loadFile(f.rel);
+  let st = o.session.loadFile(f.rel);
   if (st && (st.size !== f.size || st.mtimeMs !== f.mtimeMs || st.ino !== f.ino)) {
     if (st.phase !== 'uploading') {
       throw new TreError(
@@ -261,7 +282,6 @@ async function prepare(
     phase: 'uploading',
   };
   dek.fill(0);
-  await o.session.saveFile(created);
   return created;
 }
 
@@ -269,6 +289,7 @@ async function prepare(
 async function sendFile(
   o: UploadRun,
   pool: ContentWorkerPool,
+  httpStack: WholeBodyHttpStack,
   f: SourceFile,
   st: FileState,
   requestId: string,
@@ -291,9 +312,9 @@ async function sendFile(
       pool,
       chunkUnits: o.chunkUnits,
       onUnits: async (first, hashes) => {
+        await o.session.saveUnits(st.relPath, first, hashes);
         st.units.length = Math.min(st.units.length, first);
         st.units.push(...hashes);
-        await o.session.saveFile(st);
       },
     });
     const endpoint = o.ingress.tusEndpoint;
@@ -308,6 +329,7 @@ async function sendFile(
           uploadSize: st.cipherSize,
           chunkSize: o.chunkUnits * UNIT_CIPHER + HEADER_LEN,
           fileReader: { openFile: async () => source },
+          httpStack,
           fingerprint: async () => st.uploadId,
           storeFingerprintForResuming: false,
           uploadDataDuringCreation: true,
@@ -327,8 +349,20 @@ async function sendFile(
             sent = bytes - startOffset;
             o.progress.fileProgress(st.uploadId, bytes);
           },
-          onSuccess: () => {
+          // The last chunk carries the digest; the server then verifies and stages the file in
+          // the same request instead of a separate /complete call.
+          onBeforeRequest: (req) => {
+            const m = req.getMethod();
+            if ((m === 'PATCH' || m === 'POST') && source.finalSliced) {
+              if (st.units.length === unitCount(st.cipherSize)) {
+                req.setHeader(DIGEST_HEADER, fileDigest(st.cipherSize, st.units));
+              }
+            }
+          },
+          onSuccess: ({ lastResponse }) => {
             active.delete(up);
+            const state = lastResponse.getHeader(STATE_HEADER);
+            staged = state === 'staged' || state === 'visible';
             resolve();
           },
           onError: (err) => {
@@ -341,8 +375,22 @@ async function sendFile(
         active.add(up);
         up.start();
       });
-    await send(resumed);
-    await verify(o, f, st, false);
+    let staged = false;
+    try {
+      await send(resumed);
+    } catch (e) {
+      if (e instanceof IngressHttpError && e.code === 'digest_mismatch') {
+        await restartAfterMismatch(o, st);
+        throw new TreError(EXIT.verification, `${f.rel}: ${e.message}`);
+      }
+      // The last chunk's answer was lost after the server had staged the file: a retry finds it
+      // no longer uploading, and /complete (idempotent) says whether it is this file.
+      if (!(e instanceof IngressHttpError && e.code === 'not_uploading')) throw e;
+    }
+    if (staged) {
+      st.digest = fileDigest(st.cipherSize, st.units);
+      await verified(o, st);
+    } else await verify(o, f, st, false);
     return sent;
   } finally {
     dek.fill(0);
@@ -373,19 +421,27 @@ async function verify(
       return false;
     }
     if (e instanceof IngressHttpError && e.code === 'digest_mismatch') {
-      // The server discarded its copy; a new upload starts from scratch on the next run.
-      await o.session.saveFile({
-        ...st,
-        phase: 'uploading',
-        units: [],
-        uploadId: randomBytes(16).toString('hex'),
-      });
+      await restartAfterMismatch(o, st);
       throw new TreError(EXIT.verification, `${f.rel}: ${e.message}`);
     }
     throw e;
   }
+  await verified(o, st);
+  return true;
+}
+
+async function verified(o: UploadRun, st: FileState): Promise<void> {
   st.phase = o.keys.register ? 'verified' : 'registered';
   await o.session.saveFile(st);
   o.progress.fileDone(st.uploadId);
-  return true;
+}
+
+/** The server discarded its copy; a new upload starts from scratch on the next run. */
+async function restartAfterMismatch(o: UploadRun, st: FileState): Promise<void> {
+  await o.session.saveFile({
+    ...st,
+    phase: 'uploading',
+    units: [],
+    uploadId: randomBytes(16).toString('hex'),
+  });
 }

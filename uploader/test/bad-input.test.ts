@@ -362,3 +362,73 @@ describe('the ingress refuses bad input and stores nothing of it', () => {
     expect((await fetch(`${base}/healthz`)).status).toBe(200);
   });
 });
+
+describe('a last chunk that carries the digest', () => {
+  beforeAll(async () => {
+    // Frees the quota the tests above used.
+    for (const u of server.store.uploadsIn('uploading')) {
+      await raw('DELETE', `/files/${u.id}`, auth('alice'));
+    }
+  });
+
+  const digestOf = (c: Buffer) =>
+    fileDigest(
+      c.length,
+      Array.from({ length: unitCount(c.length) }, (_, k) =>
+        unitHash(c.subarray(unitStart(k), unitEnd(k, c.length))),
+      ),
+    );
+
+  it('is verified and staged in the same request', async () => {
+    const id = randomBytes(16).toString('hex');
+    expect((await create(id, cipher.length)).status).toBe(201);
+    const mid = unitEnd(1, cipher.length);
+    expect(
+      (await raw('PATCH', `/files/${id}`, patchHeaders(0), cipher.subarray(0, mid))).status,
+    ).toBe(204);
+    const last = await raw(
+      'PATCH',
+      `/files/${id}`,
+      { ...patchHeaders(mid), 'Tre-Digest': digestOf(cipher) },
+      cipher.subarray(mid),
+    );
+    expect([last.status, last.headers['tre-upload-state']]).toEqual([204, 'staged']);
+    expect(server.store.upload(id)).toMatchObject({ state: 'staged', digest: digestOf(cipher) });
+    expect(await readdir(join(dir, 'root', 'projects', 'p1', 'staging'))).toContain(id);
+    expect(await readdir(join(dir, 'root', 'tus'))).not.toContain(id);
+  });
+
+  it('is refused before storing anything when the digest is malformed', async () => {
+    const id = randomBytes(16).toString('hex');
+    expect((await create(id, cipher.length)).status).toBe(201);
+    const before = await snapshot();
+    const r = await raw(
+      'PATCH',
+      `/files/${id}`,
+      { ...patchHeaders(0), 'Tre-Digest': 'not-a-digest' },
+      cipher.subarray(0, unitEnd(0, cipher.length)),
+    );
+    expect([r.status, errCode(r)]).toEqual([400, 'bad_digest']);
+    expect(await snapshot()).toBe(before);
+    await raw('DELETE', `/files/${id}`, auth('alice'));
+  });
+
+  it('discards the upload when the digest does not match', async () => {
+    const id = randomBytes(16).toString('hex');
+    expect((await create(id, cipher.length)).status).toBe(201);
+    const mid = unitEnd(1, cipher.length);
+    await raw('PATCH', `/files/${id}`, patchHeaders(0), cipher.subarray(0, mid));
+    const tampered = Buffer.from(cipher);
+    tampered[mid + 50] = tampered[mid + 50]! ^ 1;
+    const r = await raw(
+      'PATCH',
+      `/files/${id}`,
+      { ...patchHeaders(mid), 'Tre-Digest': digestOf(cipher) },
+      tampered.subarray(mid),
+    );
+    expect([r.status, errCode(r)]).toEqual([422, 'digest_mismatch']);
+    expect(server.store.upload(id)?.state).toBe('deleted');
+    expect(await readdir(join(dir, 'root', 'tus'))).not.toContain(id);
+    expect(await readdir(join(dir, 'root', 'projects', 'p1', 'staging'))).not.toContain(id);
+  });
+});

@@ -105,6 +105,7 @@ export function auditHash(prev: string, e: Omit<AuditRow, 'hash' | 'prev_hash'>)
 
 export class IngressStore {
   readonly db: Database.Database;
+  private readonly statements = new Map<string, Database.Statement>();
 
   constructor(path: string) {
     this.db = new Database(path);
@@ -119,6 +120,22 @@ export class IngressStore {
     this.db.close();
   }
 
+  /** Statements are compiled once; every upload runs the same few of them. */
+  private stmt(sql: string): Database.Statement {
+    let st = this.statements.get(sql);
+    if (!st) {
+      st = this.db.prepare(sql);
+      this.statements.set(sql, st);
+    }
+    return st;
+  }
+
+  /** The newest audit entry's number (0 if none). */
+  lastAuditSeq(): number {
+    const r = this.stmt('SELECT max(seq) AS seq FROM audit').get() as { seq: number | null };
+    return r.seq ?? 0;
+  }
+
   tx<T>(fn: () => T): T {
     return this.db.transaction(fn)();
   }
@@ -130,9 +147,8 @@ export class IngressStore {
   // ---- directories --------------------------------------------------------------------------
 
   dir(project: string, path: string): DirRow | undefined {
-    return this.db
-      .prepare('SELECT * FROM dirs WHERE project = ? AND path = ?')
-      .get(project, path) as DirRow | undefined;
+    return this.stmt('SELECT * FROM dirs WHERE project = ? AND path = ?').get(project, path) as
+      DirRow | undefined;
   }
 
   /** Registers a directory with a fresh IV unless it exists; returns the stored row. */
@@ -143,11 +159,9 @@ export class IngressStore {
     entry: string | null,
     longName: string | null,
   ): DirRow {
-    this.db
-      .prepare(
-        'INSERT OR IGNORE INTO dirs (project, path, parent, entry, long_name, diriv) VALUES (?, ?, ?, ?, ?, ?)',
-      )
-      .run(project, path, parent, entry, longName, randomBytes(16));
+    this.stmt(
+      'INSERT OR IGNORE INTO dirs (project, path, parent, entry, long_name, diriv) VALUES (?, ?, ?, ?, ?, ?)',
+    ).run(project, path, parent, entry, longName, randomBytes(16));
     return this.dir(project, path)!;
   }
 
@@ -155,125 +169,111 @@ export class IngressStore {
 
   createRequest(project: string, username: string): RequestRow {
     const id = randomBytes(12).toString('hex');
-    this.db
-      .prepare(
-        "INSERT INTO requests (id, project, username, state, created_at) VALUES (?, ?, ?, 'open', ?)",
-      )
-      .run(id, project, username, this.now());
+    this.stmt(
+      "INSERT INTO requests (id, project, username, state, created_at) VALUES (?, ?, ?, 'open', ?)",
+    ).run(id, project, username, this.now());
     return this.request(id)!;
   }
 
   request(id: string): RequestRow | undefined {
-    return this.db.prepare('SELECT * FROM requests WHERE id = ?').get(id) as RequestRow | undefined;
+    return this.stmt('SELECT * FROM requests WHERE id = ?').get(id) as RequestRow | undefined;
   }
 
   requests(project: string): RequestRow[] {
-    return this.db
-      .prepare('SELECT * FROM requests WHERE project = ? ORDER BY created_at')
-      .all(project) as RequestRow[];
+    return this.stmt('SELECT * FROM requests WHERE project = ? ORDER BY created_at').all(
+      project,
+    ) as RequestRow[];
   }
 
   setRequest(id: string, fields: Partial<Omit<RequestRow, 'id' | 'project' | 'username'>>): void {
     const keys = Object.keys(fields);
     if (keys.length === 0) return;
-    this.db
-      .prepare(`UPDATE requests SET ${keys.map((k) => `${k} = @${k}`).join(', ')} WHERE id = @id`)
-      .run({ ...fields, id });
+    this.stmt(
+      `UPDATE requests SET ${keys.map((k) => `${k} = @${k}`).join(', ')} WHERE id = @id`,
+    ).run({ ...fields, id });
   }
 
   // ---- uploads ------------------------------------------------------------------------------
 
   upload(id: string): UploadRow | undefined {
-    return this.db.prepare('SELECT * FROM uploads WHERE id = ?').get(id) as UploadRow | undefined;
+    return this.stmt('SELECT * FROM uploads WHERE id = ?').get(id) as UploadRow | undefined;
   }
 
   uploadsOf(requestId: string): UploadRow[] {
-    return this.db
-      .prepare('SELECT * FROM uploads WHERE request_id = ? ORDER BY dir_path, entry')
-      .all(requestId) as UploadRow[];
+    return this.stmt('SELECT * FROM uploads WHERE request_id = ? ORDER BY dir_path, entry').all(
+      requestId,
+    ) as UploadRow[];
   }
 
   uploadsIn(state: UploadState): UploadRow[] {
-    return this.db.prepare('SELECT * FROM uploads WHERE state = ?').all(state) as UploadRow[];
+    return this.stmt('SELECT * FROM uploads WHERE state = ?').all(state) as UploadRow[];
   }
 
   livePath(project: string, dirPath: string, entry: string): UploadRow | undefined {
-    return this.db
-      .prepare(
-        "SELECT * FROM uploads WHERE project = ? AND dir_path = ? AND entry = ? AND state != 'deleted'",
-      )
-      .get(project, dirPath, entry) as UploadRow | undefined;
+    return this.stmt(
+      "SELECT * FROM uploads WHERE project = ? AND dir_path = ? AND entry = ? AND state != 'deleted'",
+    ).get(project, dirPath, entry) as UploadRow | undefined;
   }
 
   /** Bytes a user has stored that are not yet confirmed (uploading or staged). */
   pendingBytes(username: string): number {
-    const row = this.db
-      .prepare(
-        "SELECT COALESCE(SUM(size), 0) AS n FROM uploads WHERE username = ? AND state IN ('uploading', 'staged')",
-      )
-      .get(username) as { n: number };
+    const row = this.stmt(
+      "SELECT COALESCE(SUM(size), 0) AS n FROM uploads WHERE username = ? AND state IN ('uploading', 'staged')",
+    ).get(username) as { n: number };
     return row.n;
   }
 
   insertUpload(u: Omit<UploadRow, 'state' | 'digest' | 'created_at' | 'completed_at'>): void {
-    this.db
-      .prepare(
-        `INSERT INTO uploads (id, project, request_id, username, dir_path, entry, long_name, size, file_id, state, created_at)
+    this.stmt(
+      `INSERT INTO uploads (id, project, request_id, username, dir_path, entry, long_name, size, file_id, state, created_at)
          VALUES (@id, @project, @request_id, @username, @dir_path, @entry, @long_name, @size, @file_id, 'uploading', @created_at)`,
-      )
-      .run({ ...u, created_at: this.now() });
+    ).run({ ...u, created_at: this.now() });
   }
 
   setUpload(id: string, state: UploadState, digest?: string): void {
-    this.db
-      .prepare(
-        'UPDATE uploads SET state = ?, digest = COALESCE(?, digest), completed_at = ? WHERE id = ?',
-      )
-      .run(state, digest ?? null, this.now(), id);
+    this.stmt(
+      'UPDATE uploads SET state = ?, digest = COALESCE(?, digest), completed_at = ? WHERE id = ?',
+    ).run(state, digest ?? null, this.now(), id);
   }
 
   // ---- audit --------------------------------------------------------------------------------
 
   appendAudit(actor: string, action: string, object: string, result = 'ok'): AuditRow {
     return this.tx(() => {
-      const last = this.db
-        .prepare('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1')
-        .get() as { seq: number; hash: string } | undefined;
+      const last = this.stmt('SELECT seq, hash FROM audit ORDER BY seq DESC LIMIT 1').get() as
+        { seq: number; hash: string } | undefined;
       const e = { seq: (last?.seq ?? 0) + 1, time: this.now(), actor, action, object, result };
       const prev = last?.hash ?? GENESIS;
       const row: AuditRow = { ...e, prev_hash: prev, hash: auditHash(prev, e) };
-      this.db
-        .prepare(
-          'INSERT INTO audit (seq, time, actor, action, object, result, prev_hash, hash) VALUES (@seq, @time, @actor, @action, @object, @result, @prev_hash, @hash)',
-        )
-        .run(row);
+      this.stmt(
+        'INSERT INTO audit (seq, time, actor, action, object, result, prev_hash, hash) VALUES (@seq, @time, @actor, @action, @object, @result, @prev_hash, @hash)',
+      ).run(row);
       return row;
     });
   }
 
   /** Audit entries after `seq`, oldest first. */
   auditAfter(seq: number, limit: number): AuditRow[] {
-    return this.db
-      .prepare('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?')
-      .all(seq, limit) as AuditRow[];
+    return this.stmt('SELECT * FROM audit WHERE seq > ? ORDER BY seq LIMIT ?').all(
+      seq,
+      limit,
+    ) as AuditRow[];
   }
 
   meta(key: string): string | undefined {
-    const r = this.db.prepare('SELECT value FROM meta WHERE key = ?').get(key) as
+    const r = this.stmt('SELECT value FROM meta WHERE key = ?').get(key) as
       { value: string } | undefined;
     return r?.value;
   }
 
   setMeta(key: string, value: string): void {
-    this.db
-      .prepare(
-        'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
-      )
-      .run(key, value);
+    this.stmt(
+      'INSERT INTO meta (key, value) VALUES (?, ?) ON CONFLICT(key) DO UPDATE SET value = excluded.value',
+    ).run(key, value);
   }
 
   auditLog(): AuditRow[] {
-    return this.db.prepare('SELECT * FROM audit ORDER BY seq').all() as AuditRow[];
+    return this.stmt('SELECT * FROM audit ORDER BY seq').all() as AuditRow[];
   }
 
   /** Recomputes the chain; returns the first broken sequence number or null. */
