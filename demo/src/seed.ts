@@ -11,8 +11,10 @@ import {
   encodePublicKey,
   encryptKeyFile,
   generateKeyPair,
+  projectKeyContext,
   publicKeyFromPrivate,
   unwrapKey,
+  volumeKeyContext,
   wrapKey,
   type KeyFile,
   type KeyPair,
@@ -120,7 +122,6 @@ export class Hub {
 }
 
 // The wrap contexts trefs and the uploader open these records with.
-const projectCtx = (epoch: number) => ({ purpose: 'project-key', projectId: PROJECT, epoch });
 
 function notFound(err: unknown): boolean {
   return err instanceof KmsClientError && err.status === 404;
@@ -199,13 +200,17 @@ async function ensureProject(
     for (const u of ['pi', 'dataowner']) {
       wraps.push({
         username: u,
-        wrapped: await wrapKey(projectKp.privateKey, keys[u] as KeyPair, projectCtx(1)),
+        wrapped: await wrapKey(
+          projectKp.privateKey,
+          keys[u] as KeyPair,
+          projectKeyContext(PROJECT, 1),
+        ),
       });
     }
     await pi.publishEpoch(PROJECT, {
       epoch: 1,
       publicKey: encodePublicKey(projectKp),
-      volumeKey: await wrapKey(volumeKey, projectKp, { purpose: 'volume-key', projectId: PROJECT }),
+      volumeKey: await wrapKey(volumeKey, projectKp, volumeKeyContext(PROJECT)),
       wraps,
     });
     volumeKey.fill(0);
@@ -227,7 +232,11 @@ async function ensureProject(
   const grants = await pi.grants(PROJECT);
   if (grants.length > 0) {
     const mine = await pi.projectKey(PROJECT);
-    const priv = await unwrapKey(mine.wrapped!, keys.pi as KeyPair, projectCtx(mine.epoch));
+    const priv = await unwrapKey(
+      mine.wrapped!,
+      keys.pi as KeyPair,
+      projectKeyContext(PROJECT, mine.epoch),
+    );
     const projectKp = await publicKeyFromPrivate('x25519', priv);
     for (const g of grants) {
       const kek = keys[g.username];
@@ -235,7 +244,7 @@ async function ensureProject(
       await pi.completeGrant(
         PROJECT,
         g.id,
-        await wrapKey(projectKp.privateKey, kek, projectCtx(g.epoch)),
+        await wrapKey(projectKp.privateKey, kek, projectKeyContext(PROJECT, g.epoch)),
       );
       log(`project key wrapped to ${g.username}`);
     }

@@ -9,7 +9,7 @@ import type { EgressKms } from './egress-kms.js';
 import { AgentError, FsError } from './errors.js';
 import type { FileFacts, TrefsFs } from './filesystem.js';
 import { REFRESH_MS, type FreezeStore, type FrozenFile } from './freeze.js';
-import { egressContext } from './key-source.js';
+import { egressContext } from '@tre/crypto';
 import type { KeyRing } from './keyring.js';
 
 /** States in which a request's files may be filed (frozen with a new manifest). */

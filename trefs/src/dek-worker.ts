@@ -8,7 +8,8 @@
 import { randomFillSync } from 'node:crypto';
 import { parentPort } from 'node:worker_threads';
 import { FILE_ID_LEN, KEY_LEN, wrapKey, type PublicKey, type WrappedKey } from '@tre/crypto';
-import { dekContext, fileIdHex } from './key-source.js';
+import { dekContext } from '@tre/crypto';
+import { fileIdHex } from './key-source.js';
 
 export interface DekRequest {
   id: number;

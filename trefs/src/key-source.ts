@@ -5,7 +5,7 @@
  * All key material crosses this boundary wrapped; the service never sees a DEK, the volume key
  * or a private key.
  */
-import type { PublicKey, WrapContext, WrappedKey } from '@tre/crypto';
+import type { PublicKey, WrappedKey } from '@tre/crypto';
 import type { EgressKms } from './egress-kms.js';
 
 /** One epoch of a project's key pair, as released to one member. */
@@ -73,27 +73,6 @@ export interface KeyService {
   auditBatch(events: AuditEvent[]): Promise<void>;
   /** Egress requests and grants (the KMS only; a local key service has none). */
   readonly egress?: EgressKms;
-}
-
-/*
- * Wrap contexts: what each wrapped key is bound to. A record copied to another project, file,
- * epoch or purpose fails authentication. Shared with the uploader and the KMS.
- */
-export function projectKeyContext(projectId: string, epoch: number): WrapContext {
-  return { purpose: 'project-key', projectId, epoch };
-}
-
-export function volumeKeyContext(projectId: string): WrapContext {
-  return { purpose: 'volume-key', projectId };
-}
-
-export function dekContext(projectId: string, fileId: string): WrapContext {
-  return { purpose: 'file-dek', projectId, fileId };
-}
-
-/** A filed file's DEK wrapped to one egress recipient (shared with kms-service and uploader). */
-export function egressContext(projectId: string, fileId: string, recipient: string): WrapContext {
-  return { purpose: 'egress', projectId, fileId, recipient };
 }
 
 export function fileIdHex(fileId: Uint8Array): string {

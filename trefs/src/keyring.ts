@@ -19,17 +19,13 @@ import {
   type PublicKey,
   type WrapContext,
   type WrappedKey,
+  dekContext,
+  projectKeyContext,
+  volumeKeyContext,
 } from '@tre/crypto';
 import { DekMaker } from './dek-maker.js';
 import { WrongKeyError, fsError } from './errors.js';
-import {
-  dekContext,
-  fileIdHex,
-  projectKeyContext,
-  volumeKeyContext,
-  type KeyService,
-  type WrappedDekRecord,
-} from './key-source.js';
+import { fileIdHex, type KeyService, type WrappedDekRecord } from './key-source.js';
 
 /** A file's key, ready for block encryption. */
 export interface FileKey {

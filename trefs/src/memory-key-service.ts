@@ -4,11 +4,16 @@
  * the KMS (kms-key-service.ts). It holds only wrapped keys, like the KMS.
  */
 import { randomBytes } from 'node:crypto';
-import { generateKeyPair, wrapKey, type KeyPair, type PublicKey } from '@tre/crypto';
-import { NotMemberError } from './errors.js';
 import {
+  generateKeyPair,
   projectKeyContext,
   volumeKeyContext,
+  wrapKey,
+  type KeyPair,
+  type PublicKey,
+} from '@tre/crypto';
+import { NotMemberError } from './errors.js';
+import {
   type AuditEvent,
   type KeyService,
   type MembershipStatus,

@@ -44,7 +44,7 @@ import {
 } from '@tre/crypto';
 import { KmsClient, KmsServer, loadConfig } from '@tre/kms-service';
 import { checkFile } from '@tre/kms-service/sdc';
-import { projectKeyContext, volumeKeyContext } from '../src/key-source.js';
+import { projectKeyContext, volumeKeyContext } from '@tre/crypto';
 import { CLI, requireFuse, stopDaemon, type Daemon } from './helpers.js';
 
 const P = 'trefs-egress';

@@ -16,7 +16,7 @@ import {
   unwrapKey,
   wrapKey,
 } from '@tre/crypto';
-import { dekContext } from '../src/key-source.js';
+import { dekContext } from '@tre/crypto';
 import {
   cleanup,
   isMounted,

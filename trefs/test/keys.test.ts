@@ -4,7 +4,7 @@
  */
 import { describe, expect, test } from '@jest/globals';
 import { generateKeyPair, unwrapKey } from '@tre/crypto';
-import { dekContext } from '../src/key-source.js';
+import { dekContext } from '@tre/crypto';
 import { KeyRing } from '../src/keyring.js';
 import { MemoryKeyService } from '../src/memory-key-service.js';
 import { parseKeyInput } from '../src/kek-input.js';

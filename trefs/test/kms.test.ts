@@ -27,7 +27,7 @@ import {
   type KeyPair,
 } from '@tre/crypto';
 import { KmsClient, KmsServer, loadConfig } from '@tre/kms-service';
-import { dekContext, projectKeyContext, volumeKeyContext } from '../src/key-source.js';
+import { dekContext, projectKeyContext, volumeKeyContext } from '@tre/crypto';
 import { CLI, isMounted, requireFuse, run, stopDaemon, type Daemon } from './helpers.js';
 
 const P = 'trefs-e2e';

@@ -22,7 +22,7 @@ import {
   type KeyPair,
 } from '@tre/crypto';
 import { KmsClient, KmsServer, loadConfig } from '@tre/kms-service';
-import { projectKeyContext, volumeKeyContext } from '../src/key-source.js';
+import { projectKeyContext, volumeKeyContext } from '@tre/crypto';
 import { CLI, requireFuse, stopDaemon, type Daemon } from './helpers.js';
 
 const TRE = resolve('..', 'uploader', 'dist', 'cli.js');

@@ -17,30 +17,19 @@ import {
   NameTransform,
   cipherSizeToPlainSize,
   createDecryptStream,
+  egressContext,
   tempSibling,
   unwrapKey,
   validatePlainName,
   writeFileAtomic,
 } from '@tre/crypto';
-import type { KeyPair, WrapContext, WrappedKey } from '@tre/crypto';
+import type { KeyPair, WrappedKey } from '@tre/crypto';
 import type { KmsClient } from '@tre/kms-service/client';
 import { EXIT, TreError } from './errors.js';
 import { IngressHttpError } from './ingress-client.js';
 import type { IngressClient } from './ingress-client.js';
 import type { Progress } from './progress.js';
 import { kmsFailure, unlockProject } from './upload-keys.js';
-
-/** The wrap context of a DEK released to one egress recipient (shared with kms-service). */
-export const egressContext = (
-  projectId: string,
-  fileId: string,
-  recipient: string,
-): WrapContext => ({
-  purpose: 'egress',
-  projectId,
-  fileId,
-  recipient,
-});
 
 export interface DownloadRun {
   project: string;

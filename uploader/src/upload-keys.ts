@@ -5,31 +5,19 @@
  * the uploaded tree mounts with the stock gocryptfs.
  */
 import { randomBytes } from 'node:crypto';
-import { decodePublicKey, unwrapKey, wrapKey } from '@tre/crypto';
-import type { KeyPair, PublicKey, WrapContext, WrappedKey } from '@tre/crypto';
+import {
+  decodePublicKey,
+  dekContext,
+  projectKeyContext,
+  unwrapKey,
+  uploadResumeContext,
+  volumeKeyContext,
+  wrapKey,
+} from '@tre/crypto';
+import type { KeyPair, PublicKey, WrappedKey } from '@tre/crypto';
 import type { FileRegistration, KmsClient } from '@tre/kms-service/client';
 import { EXIT, TreError } from './errors.js';
 import { DekSealer } from './resume-state.js';
-
-/* Wrap contexts shared with trefs and the KMS: a record moved elsewhere fails to open. */
-export const projectKeyContext = (projectId: string, epoch: number): WrapContext => ({
-  purpose: 'project-key',
-  projectId,
-  epoch,
-});
-export const volumeKeyContext = (projectId: string): WrapContext => ({
-  purpose: 'volume-key',
-  projectId,
-});
-export const dekContext = (projectId: string, fileId: string): WrapContext => ({
-  purpose: 'file-dek',
-  projectId,
-  fileId,
-});
-const resumeContext = (sessionId: string): WrapContext => ({
-  purpose: 'upload-resume',
-  recipient: sessionId,
-});
 
 export interface UploadKeys {
   readonly volumeKey: Buffer;
@@ -133,12 +121,12 @@ export async function kmsMode(opts: {
   let wrappedSession: WrappedKey;
   if (opts.sessionKey) {
     sessionKey = Buffer.from(
-      await unwrapKey(opts.sessionKey, opts.kek, resumeContext(opts.sessionId)),
+      await unwrapKey(opts.sessionKey, opts.kek, uploadResumeContext(opts.sessionId)),
     );
     wrappedSession = opts.sessionKey;
   } else {
     sessionKey = randomBytes(32);
-    wrappedSession = await wrapKey(sessionKey, opts.kek, resumeContext(opts.sessionId));
+    wrappedSession = await wrapKey(sessionKey, opts.kek, uploadResumeContext(opts.sessionId));
   }
   const keys: UploadKeys = {
     volumeKey,

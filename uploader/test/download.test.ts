@@ -28,8 +28,7 @@ import {
 import type { KeyPair, PublicKey } from '@tre/crypto';
 import { KmsClient, KmsServer, checkFile, loadConfig } from '@tre/kms-service';
 import type { EgressFiling } from '@tre/kms-service';
-import { egressContext } from '../src/download.js';
-import { projectKeyContext, volumeKeyContext } from '../src/upload-keys.js';
+import { egressContext, projectKeyContext, volumeKeyContext } from '@tre/crypto';
 import { api, killAll, sleep, startIngressWith, tre } from './helpers.js';
 import type { Ingress } from './helpers.js';
 

@@ -24,7 +24,7 @@ import {
 } from '@tre/crypto';
 import type { KeyPair } from '@tre/crypto';
 import { KmsClient, KmsServer, loadConfig } from '@tre/kms-service';
-import { dekContext, projectKeyContext, volumeKeyContext } from '../src/upload-keys.js';
+import { dekContext, projectKeyContext, volumeKeyContext } from '@tre/crypto';
 import { api, killAll, makeTree, startIngressWith, tre } from './helpers.js';
 import type { Ingress } from './helpers.js';
 

@@ -16,6 +16,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { mkdir, readFile, rename, rm } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
+  egressContext,
   encryptFile,
   HEADER_LEN,
   parseHeader,
@@ -72,13 +73,6 @@ export class AgentSource implements FileSource {
     return this.agent.lift(requestId);
   }
 }
-
-export const egressContext = (projectId: string, fileId: string, recipient: string) => ({
-  purpose: 'egress',
-  projectId,
-  fileId,
-  recipient,
-});
 
 export class SnapshotSource implements FileSource {
   readonly wrapsHere = true;
