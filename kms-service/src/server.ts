@@ -2,7 +2,7 @@
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
-import { createApp } from './app.js';
+import { createHandler } from './app.js';
 import { AuditLog, AuditSigner } from './audit.js';
 import type { Config } from './config.js';
 import { migrate, openDatabase, type Db } from './db.js';
@@ -62,6 +62,7 @@ export class KmsServer {
     });
     const kms = new Kms(db, audit, {
       agreementVersion: config.agreementVersion,
+      recoveryDelayMs: config.recoveryDelaySeconds * 1000,
       ...(opts.now ? { now: opts.now } : {}),
       onDecision: (action, result) => metrics.decisions.inc({ action, result }),
     });
@@ -74,7 +75,7 @@ export class KmsServer {
         ...(config.hub.apiToken ? { apiToken: config.hub.apiToken } : {}),
       });
     const drain = { on: false };
-    const app = createApp({
+    const app = createHandler({
       kms,
       auth,
       logger,
