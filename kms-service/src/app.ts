@@ -29,6 +29,8 @@ export interface AppOptions {
   metricsToken?: string;
   /** Set while shutting down: new requests get 503. */
   isDraining?: () => boolean;
+  /** The whole service's metrics text when there are several workers (cluster-metrics.ts). */
+  collectMetrics?: () => Promise<string>;
 }
 
 declare module 'express-serve-static-core' {
@@ -229,7 +231,10 @@ function createApp(opts: AppOptions): {
           return;
         }
       }
-      res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+      const text = opts.collectMetrics
+        ? await opts.collectMetrics()
+        : await metrics.registry.metrics();
+      res.type(metrics.registry.contentType).send(text);
     }),
   );
   app.get('/openapi.yaml', (_req, res) => {

@@ -1,9 +1,11 @@
 /** Wires database, audit log, policy core and HTTP app into a running server. */
+import cluster from 'node:cluster';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { createHandler } from './app.js';
 import { AuditLog, AuditSigner } from './audit.js';
+import { clusterMetricsClient } from './cluster-metrics.js';
 import type { Config } from './config.js';
 import { migrate, openDatabase, type Db } from './db.js';
 import { HubAuthenticator, type Authenticator } from './hub-auth.js';
@@ -82,6 +84,7 @@ export class KmsServer {
       metrics,
       ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
       isDraining: () => drain.on,
+      ...(cluster.isWorker ? { collectMetrics: clusterMetricsClient(metrics.registry) } : {}),
     });
     const server = createServer(config.servicePrefix ? withPrefix(config.servicePrefix, app) : app);
     server.keepAliveTimeout = 5000;

@@ -5,7 +5,7 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, get as httpGet, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -331,4 +331,54 @@ test('kill -9 during a storm of key releases: every acknowledged release has its
   const pem = readFileSync(join(dir, 'audit3.pem.pub'), 'utf8');
   expect(verifyAuditLines(exportLines(db, pem), { publicKeyPem: pem })).toMatchObject({ ok: true });
   db.close();
+}, 180_000);
+
+/** One request on a connection of its own, so node:cluster hands it to the next worker. */
+function getFresh(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        agent: false,
+        headers: { Authorization: 'token storm-token' },
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('error', reject);
+  });
+}
+
+test('with two workers /metrics reports the whole service, whichever worker answers', async () => {
+  const port = 20000 + ((process.pid + 5113) % 20000);
+  writeFileSync(
+    join(dir, 'kms.yaml'),
+    'database: kms4.sqlite\nauditKey: audit4.pem\nlogLevel: warn\nworkers: 2\n',
+  );
+  const primary = await startChild(port, 60_000);
+  const until = Date.now() + 60_000;
+  const workers = (): number =>
+    readFileSync(`/proc/${primary.pid}/task/${primary.pid}/children`, 'utf8')
+      .split(' ')
+      .filter((x) => x.trim()).length;
+  while (workers() < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+  expect(workers()).toBe(2);
+  const N = 40;
+  for (let i = 0; i < N; i++) expect((await getFresh(port, '/v1/me')).status).toBe(200);
+  const line =
+    /^tre_kms_http_request_duration_seconds_count\{[^}]*route="\/v1\/me"[^}]*status="200"[^}]*\} (\d+)$/m;
+  for (let i = 0; i < 4; i++) {
+    const m = await getFresh(port, '/metrics');
+    expect(m.status).toBe(200);
+    expect(Number(line.exec(m.body)?.[1])).toBe(N);
+  }
+  const exited = new Promise((r) => primary.once('exit', r));
+  primary.kill('SIGTERM');
+  expect(await exited).toBe(0);
 }, 180_000);
