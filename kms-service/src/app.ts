@@ -4,6 +4,7 @@
  */
 import { createHash, timingSafeEqual } from 'node:crypto';
 import { readFileSync } from 'node:fs';
+import type { IncomingMessage, RequestListener, ServerResponse } from 'node:http';
 import { fileURLToPath } from 'node:url';
 import express, { type NextFunction, type Request, type Response } from 'express';
 import type { Logger } from 'pino';
@@ -28,6 +29,8 @@ export interface AppOptions {
   metricsToken?: string;
   /** Set while shutting down: new requests get 503. */
   isDraining?: () => boolean;
+  /** The whole service's metrics text when there are several workers (cluster-metrics.ts). */
+  collectMetrics?: () => Promise<string>;
 }
 
 declare module 'express-serve-static-core' {
@@ -47,6 +50,15 @@ function writable(res: Response): Promise<void> {
     res.on('drain', done);
     res.on('close', done);
   });
+}
+
+/** JSON text out without express's res.json/res.send layers (etag, freshness, type lookup). */
+function sendJsonText(res: ServerResponse, status: number, text: string): void {
+  res.writeHead(status, {
+    'Content-Type': 'application/json; charset=utf-8',
+    'Content-Length': Buffer.byteLength(text),
+  });
+  res.end(text);
 }
 
 function digest(s: string): Buffer {
@@ -75,7 +87,86 @@ function param(req: Request, name: string): string {
   return String(req.params[name]);
 }
 
-export function createApp(opts: AppOptions): express.Express {
+/** The single file-key release, the hottest request: matched here before express sees it. */
+const RELEASE_PATH = /^\/v1\/projects\/[^/?]+\/files\/[^/?]+\/key$/;
+const RELEASE_TEMPLATE = '/v1/projects/{projectId}/files/{fileId}/key';
+
+/**
+ * The KMS's request listener: express for every route, except that a single file-key release
+ * without a query string takes a lane of its own. It makes the same checks in the same order
+ * (draining, token, OpenAPI validation, policy, audit) with the same error bodies, but skips
+ * express's router layers, body parser and response helpers, which cost more CPU than the
+ * release itself.
+ */
+export function createHandler(opts: AppOptions): RequestListener {
+  const { app, api, errorResponse } = createApp(opts);
+  const { kms, auth, logger, metrics } = opts;
+  const fail = (res: ServerResponse, err: unknown, method: string, path: string): void => {
+    const { status, body } = errorResponse(err, method, path);
+    sendJsonText(res, status, JSON.stringify(body));
+  };
+  return (req: IncomingMessage, res: ServerResponse) => {
+    const url = req.url ?? '/';
+    if (req.method !== 'GET' || !RELEASE_PATH.test(url) || opts.isDraining?.()) {
+      app(req, res);
+      return;
+    }
+    const start = process.hrtime.bigint();
+    let username: string | undefined;
+    res.on('finish', () => {
+      const seconds = Number(process.hrtime.bigint() - start) / 1e9;
+      metrics.requests.observe(
+        { method: 'GET', route: RELEASE_TEMPLATE, status: res.statusCode },
+        seconds,
+      );
+      if (res.statusCode < 400) metrics.keyReleases.inc();
+      if (res.statusCode >= 500) {
+        logger.error(
+          { method: 'GET', route: RELEASE_TEMPLATE, status: res.statusCode, user: username },
+          'request failed',
+        );
+      } else if (logger.isLevelEnabled('debug')) {
+        logger.debug(
+          {
+            method: 'GET',
+            route: RELEASE_TEMPLATE,
+            status: res.statusCode,
+            user: username,
+            ms: seconds * 1000,
+          },
+          'request',
+        );
+      }
+    });
+    // A GET carries no body; one announced anyway is drained, as express would ignore it.
+    req.resume();
+    const token = tokenFromHeader(req.headers.authorization);
+    if (!token) {
+      fail(
+        res,
+        new KmsError(401, 'unauthorized', 'send Authorization: token <JupyterHub API token>'),
+        'GET',
+        url,
+      );
+      return;
+    }
+    auth
+      .resolve(token)
+      .then(async (u) => {
+        if (!u) throw new KmsError(401, 'unauthorized', 'the hub does not know this token');
+        username = u.name;
+        const { params } = api.check('GET', url, {}, undefined);
+        sendJsonText(res, 200, await kms.releaseFileKey(u, params.projectId!, params.fileId!));
+      })
+      .catch((e: unknown) => fail(res, e, 'GET', url));
+  };
+}
+
+function createApp(opts: AppOptions): {
+  app: express.Express;
+  api: OpenApiValidator;
+  errorResponse: (err: unknown, method: string, path: string) => ErrorResponse;
+} {
   const { kms, auth, logger, metrics } = opts;
   const specText = readFileSync(OPENAPI_PATH, 'utf8');
   const app = express();
@@ -140,7 +231,10 @@ export function createApp(opts: AppOptions): express.Express {
           return;
         }
       }
-      res.type(metrics.registry.contentType).send(await metrics.registry.metrics());
+      const text = opts.collectMetrics
+        ? await opts.collectMetrics()
+        : await metrics.registry.metrics();
+      res.type(metrics.registry.contentType).send(text);
     }),
   );
   app.get('/openapi.yaml', (_req, res) => {
@@ -255,9 +349,15 @@ export function createApp(opts: AppOptions): express.Express {
   );
   r.post(
     '/me/recoveries',
-    h((req, res) =>
-      res.status(201).json(kms.requestRecovery(user(req), req.body.recoveryPublicKey)),
-    ),
+    h((req, res) => res.status(201).json(kms.requestRecovery(user(req), req.body))),
+  );
+  r.get(
+    '/me/recoveries',
+    h((req, res) => res.json(kms.listRecoveries(user(req)))),
+  );
+  r.post(
+    '/admin/recoveries/:recoveryId/cancel',
+    h((req, res) => res.json(kms.cancelRecovery(user(req), Number(req.params.recoveryId)))),
   );
   r.get(
     '/me/recoveries/:recoveryId',
@@ -403,8 +503,12 @@ export function createApp(opts: AppOptions): express.Express {
   );
   r.get(
     '/projects/:projectId/files/:fileId/key',
-    h((req, res) =>
-      res.json(kms.releaseFileKey(user(req), param(req, 'projectId'), param(req, 'fileId'))),
+    h(async (req, res) =>
+      sendJsonText(
+        res,
+        200,
+        await kms.releaseFileKey(user(req), param(req, 'projectId'), param(req, 'fileId')),
+      ),
     ),
   );
   r.post(
@@ -424,6 +528,55 @@ export function createApp(opts: AppOptions): express.Express {
   egressRoutes(r, egress, h);
   app.use(api.middleware());
 
+  const errorResponse = (err: unknown, method: string, path: string): ErrorResponse => {
+    if (err instanceof KmsError) {
+      return {
+        status: err.status,
+        body: {
+          error: {
+            code: err.code,
+            message: err.message,
+            ...(err.reason ? { reason: err.reason } : {}),
+          },
+        },
+      };
+    }
+    if (err instanceof RequestValidationError) {
+      return {
+        status: err.status,
+        body: {
+          error: {
+            code: codeFor(err.status),
+            message: err.errors.length > 0 ? validationMessage(err) : err.message,
+          },
+        },
+      };
+    }
+    if (err instanceof HubUnavailableError) {
+      logger.error({ err: err.message }, 'hub unavailable');
+      return {
+        status: 503,
+        body: { error: { code: 'hub_unavailable', message: 'cannot verify the token right now' } },
+      };
+    }
+    const status = (err as { status?: unknown }).status;
+    if ((err as { type?: unknown }).type === 'entity.parse.failed') {
+      // The parser's message quotes the body, which may hold secrets.
+      return {
+        status: 400,
+        body: { error: { code: 'invalid_json', message: 'the request body is not valid JSON' } },
+      };
+    }
+    if (typeof status === 'number' && status >= 400 && status < 500) {
+      return {
+        status,
+        body: { error: { code: codeFor(status), message: validationMessage(err) } },
+      };
+    }
+    logger.error({ err: errorSummary(err), method, path }, 'internal error');
+    return { status: 500, body: { error: { code: 'internal', message: 'internal error' } } };
+  };
+
   // Express 5 needs all four parameters to recognise an error handler.
   app.use((err: unknown, req: Request, res: Response, _next: NextFunction) => {
     if (res.headersSent) {
@@ -431,50 +584,15 @@ export function createApp(opts: AppOptions): express.Express {
       res.destroy();
       return;
     }
-    if (err instanceof KmsError) {
-      res.status(err.status).json({
-        error: {
-          code: err.code,
-          message: err.message,
-          ...(err.reason ? { reason: err.reason } : {}),
-        },
-      });
-      return;
-    }
-    if (err instanceof RequestValidationError) {
-      res.status(err.status).json({
-        error: {
-          code: codeFor(err.status),
-          message: err.errors.length > 0 ? validationMessage(err) : err.message,
-        },
-      });
-      return;
-    }
-    if (err instanceof HubUnavailableError) {
-      logger.error({ err: err.message }, 'hub unavailable');
-      res
-        .status(503)
-        .json({ error: { code: 'hub_unavailable', message: 'cannot verify the token right now' } });
-      return;
-    }
-    const status = (err as { status?: unknown }).status;
-    if ((err as { type?: unknown }).type === 'entity.parse.failed') {
-      // The parser's message quotes the body, which may hold secrets.
-      res
-        .status(400)
-        .json({ error: { code: 'invalid_json', message: 'the request body is not valid JSON' } });
-      return;
-    }
-    if (typeof status === 'number' && status >= 400 && status < 500) {
-      res
-        .status(status)
-        .json({ error: { code: codeFor(status), message: validationMessage(err) } });
-      return;
-    }
-    logger.error({ err: errorSummary(err), method: req.method, path: req.path }, 'internal error');
-    res.status(500).json({ error: { code: 'internal', message: 'internal error' } });
+    const { status, body } = errorResponse(err, req.method, req.path);
+    res.status(status).json(body);
   });
-  return app;
+  return { app, api, errorResponse };
+}
+
+interface ErrorResponse {
+  status: number;
+  body: { error: { code: string; message: string; reason?: string } };
 }
 
 function codeFor(status: number): string {

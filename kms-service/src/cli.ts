@@ -10,6 +10,7 @@ import { createInterface } from 'node:readline';
 import { Command, CommanderError } from 'commander';
 import { pino } from 'pino';
 import { AuditSigner, AuditVerifier, exportLines } from './audit.js';
+import { serveClusterMetrics } from './cluster-metrics.js';
 import { ConfigError, loadConfig, type Config } from './config.js';
 import { migrate, openDatabase } from './db.js';
 import { KmsServer } from './server.js';
@@ -50,6 +51,7 @@ async function supervise(config: Config): Promise<void> {
   AuditSigner.loadOrCreate(config.auditKey);
   let stopping = false;
   let failed = false;
+  serveClusterMetrics();
   cluster.on('exit', (worker, code, signal) => {
     if (stopping) {
       if (code !== 0 && signal !== 'SIGTERM') failed = true;

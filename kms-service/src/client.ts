@@ -6,6 +6,16 @@ import type { KeyFile, WrappedKey } from '@tre/crypto';
 import type { EgressState, Role, TrainingKind } from './policy.js';
 import type { FileCheck } from './sdc/check.js';
 
+export {
+  authPublicKeyText,
+  recoveryAuthKid,
+  recoveryRequestMessage,
+  signRecoveryRequest,
+  verifyRecoveryRequest,
+  vaultShareContext,
+  type RecoveryRequestFields,
+} from './recovery.js';
+
 export interface KmsClientOptions {
   baseUrl: string;
   /** A JupyterHub API token of the user on whose behalf the client acts. */
@@ -214,7 +224,9 @@ export interface ServiceAuditEvent {
 
 export interface RecoveryView {
   id: number;
-  state: 'open' | 'ready' | 'cancelled';
+  /** waiting: inside the waiting period, trustees do not see it yet. */
+  state: 'waiting' | 'open' | 'ready' | 'cancelled';
+  notBefore: string | null;
   threshold: number;
   approvals: number;
   shares: Array<{ trustee: string; wrapped: WrappedKey }>;
@@ -226,6 +238,19 @@ export interface TrusteeRecoveryView {
   recoveryPublicKey: string;
   createdAt: string;
   share: WrappedKey;
+  vaultKid: string;
+  /** Check the request with verifyRecoveryRequest before re-encrypting the share. */
+  recoveryAuthKey: string;
+  requestedAt: string;
+  signature: string;
+}
+
+export interface RecoveryListEntry {
+  id: number;
+  state: RecoveryView['state'];
+  createdAt: string;
+  notBefore: string | null;
+  cancelledBy: string | null;
 }
 
 export interface VaultView {
@@ -234,6 +259,7 @@ export interface VaultView {
   shares: number;
   trustees: string[];
   createdAt: string;
+  recoveryAuthKid: string | null;
 }
 
 const enc = encodeURIComponent;
@@ -487,17 +513,30 @@ export class KmsClient {
     return this.call('GET', `/v1/projects/${enc(id)}/files/${enc(fileId)}/review-key`);
   }
 
+  /** `recoveryAuthKey`: see recovery.ts (wrap each share under vaultShareContext). */
   putVault(
     threshold: number,
     shares: Array<{ trustee: string; wrapped: WrappedKey }>,
+    recoveryAuthKey: string,
   ): Promise<VaultView> {
-    return this.call('PUT', '/v1/me/vault', { threshold, shares });
+    return this.call('PUT', '/v1/me/vault', { threshold, shares, recoveryAuthKey });
   }
   vault(): Promise<VaultView> {
     return this.call('GET', '/v1/me/vault');
   }
-  requestRecovery(recoveryPublicKey: string): Promise<RecoveryView> {
-    return this.call('POST', '/v1/me/recoveries', { recoveryPublicKey });
+  /** Signed with the vault's recovery-authentication key (signRecoveryRequest). */
+  requestRecovery(body: {
+    recoveryPublicKey: string;
+    requestedAt: string;
+    signature: string;
+  }): Promise<RecoveryView> {
+    return this.call('POST', '/v1/me/recoveries', body);
+  }
+  recoveries(): Promise<RecoveryListEntry[]> {
+    return this.call('GET', '/v1/me/recoveries');
+  }
+  cancelRecovery(id: number): Promise<{ id: number; state: 'cancelled'; cancelledBy: string }> {
+    return this.call('POST', `/v1/admin/recoveries/${id}/cancel`);
   }
   recovery(id: number): Promise<RecoveryView> {
     return this.call('GET', `/v1/me/recoveries/${id}`);

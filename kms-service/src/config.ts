@@ -20,6 +20,8 @@ export interface Config {
    * their writes; each process has its own hub-token cache and its own /metrics.
    */
   workers: number;
+  /** Seconds between a vault recovery request and the first trustee approval (admins may cancel). */
+  recoveryDelaySeconds: number;
   /** The hub proxy's prefix for this service (JUPYTERHUB_SERVICE_PREFIX, e.g. /services/kms/). */
   servicePrefix?: string;
   metricsToken?: string;
@@ -90,6 +92,7 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       'logLevel',
       'servicePrefix',
       'workers',
+      'recoveryDelaySeconds',
     ];
     for (const k of Object.keys(raw)) {
       if (!known.includes(k)) throw new ConfigError(`unknown setting ${k} in ${file}`);
@@ -169,6 +172,8 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
     checkpointEvery: int(raw.checkpointEvery, 'checkpointEvery', 1, 1_000_000) ?? 1000,
     workers:
       int(env.TRE_KMS_WORKERS, 'TRE_KMS_WORKERS', 1, 64) ?? int(raw.workers, 'workers', 1, 64) ?? 1,
+    recoveryDelaySeconds:
+      int(raw.recoveryDelaySeconds, 'recoveryDelaySeconds', 0, 30 * 86400) ?? 86400,
     agreementVersion:
       str(env.TRE_KMS_AGREEMENT_VERSION, 'TRE_KMS_AGREEMENT_VERSION') ??
       str(raw.agreementVersion, 'agreementVersion') ??

@@ -217,6 +217,20 @@ CREATE TRIGGER audit_log_no_delete BEFORE DELETE ON audit_log
     name: 'file states (pending until the ingress confirms)',
     sql: `ALTER TABLE files ADD COLUMN state TEXT NOT NULL DEFAULT 'visible' CHECK (state IN ('pending', 'visible', 'destroyed'));`,
   },
+  {
+    version: 4,
+    name: 'signed recovery requests, waiting period, cancellation',
+    // Vaults made before this have no auth key: their owners must store them again to recover;
+    // open requests were unsigned and are cancelled.
+    sql: `
+ALTER TABLE vaults ADD COLUMN auth_key TEXT;
+ALTER TABLE recoveries ADD COLUMN requested_at TEXT;
+ALTER TABLE recoveries ADD COLUMN signature TEXT;
+ALTER TABLE recoveries ADD COLUMN not_before TEXT;
+ALTER TABLE recoveries ADD COLUMN cancelled_by TEXT;
+UPDATE recoveries SET state = 'cancelled', cancelled_by = 'migration:unsigned' WHERE state = 'open';
+`,
+  },
 ];
 
 export function schemaVersion(db: Db): number {

@@ -28,7 +28,13 @@ import { KeyStore } from './store/keys.js';
 import { NotificationStore, type NotificationKind } from './store/notifications.js';
 import { ProjectStore, type MemberRow, type ProjectRow } from './store/projects.js';
 import { PeopleStore } from './store/people.js';
-import { VaultStore } from './store/vault.js';
+import {
+  authPublicKeyObject,
+  RECOVERY_MAX_SKEW_MS,
+  recoveryAuthKid,
+  verifyRecoveryRequest,
+} from './recovery.js';
+import { VaultStore, type RecoveryRow } from './store/vault.js';
 
 /** Who is asking, as the hub says. */
 export interface HubUser {
@@ -56,6 +62,8 @@ export interface KmsOptions {
   now?: () => Date;
   /** Called with each policy decision, for metrics. */
   onDecision?: (action: Action, result: string) => void;
+  /** Time between a recovery request and the first trustee approval (admins may cancel). */
+  recoveryDelayMs?: number;
 }
 
 const KEY_HOLDER_ROLES: readonly Role[] = ['pi', 'researcher', 'data_owner'];
@@ -103,6 +111,7 @@ export class Kms {
   readonly agreementVersion: string;
   readonly now: () => Date;
   private readonly onDecision: (action: Action, result: string) => void;
+  readonly recoveryDelayMs: number;
 
   constructor(
     readonly db: Db,
@@ -119,6 +128,7 @@ export class Kms {
     this.agreementVersion = opts.agreementVersion;
     this.now = opts.now ?? (() => new Date());
     this.onDecision = opts.onDecision ?? (() => undefined);
+    this.recoveryDelayMs = opts.recoveryDelayMs ?? 86_400_000;
     // IMMEDIATE: with several serving processes, a deferred transaction that reads (the audit
     // head) and then writes could fail to upgrade its lock; taking the write lock first waits.
     this.runTx = db.transaction((fn: () => unknown) => fn()).immediate;
@@ -162,10 +172,11 @@ export class Kms {
     project: ProjectRow,
     member: MemberRow | undefined,
     egress?: { requester: string; state: EgressState },
+    consented = this.projects.consented(project.id),
   ): ProjectFacts {
     return {
       closed: project.closed_at !== null,
-      consented: this.projects.consented(project.id),
+      consented,
       ...(member
         ? {
             membership: {
@@ -206,9 +217,10 @@ export class Kms {
     let member: MemberRow | undefined;
     let facts: ProjectFacts | null | undefined;
     if (projectId !== undefined) {
-      project = this.projects.get(projectId);
-      member = project && !user.service ? this.projects.member(projectId, user.name) : undefined;
-      facts = project ? this.facts(project, member, egress) : null;
+      const a = this.projects.access(projectId, user.service ? undefined : user.name);
+      project = a?.project;
+      member = a?.member;
+      facts = a ? this.facts(a.project, a.member, egress, a.consented) : null;
     }
     const d = decide(action, subject, facts, {
       now: this.now(),
@@ -795,19 +807,23 @@ export class Kms {
     throw conflict('file_pending', `file ${f.file_id} awaits confirmation of its ingress`);
   }
 
-  releaseFileKey(user: HubUser, id: string, fileId: string) {
+  /**
+   * The hottest endpoint. Resolves to the response body as JSON text, once the release's audit
+   * entry is committed (group commit). The stored wrapped key is JSON the KMS itself wrote after
+   * parsing it, so it is spliced in as it is rather than parsed and serialised again.
+   */
+  async releaseFileKey(user: HubUser, id: string, fileId: string): Promise<string> {
     this.authorize(user, 'file_key.release', id);
     const f = this.projectFile(id, fileId);
     this.refusePending(user, 'file_key.release', id, f);
     if (f.wrapped === null) throw notFound(`key of file ${fileId}`);
-    this.tx(() => this.log(user.name, 'file_key.release', `project:${id} file:${f.file_id}`));
-    return {
-      fileId: f.file_id,
-      epoch: f.epoch,
-      size: f.size,
-      sha256: f.sha256,
-      wrapped: JSON.parse(f.wrapped) as WrappedKey,
-    };
+    await this.audit.appendCommitted({
+      actor: user.name,
+      action: 'file_key.release',
+      object: `project:${id} file:${f.file_id}`,
+      result: 'ok',
+    });
+    return `{"fileId":${JSON.stringify(f.file_id)},"epoch":${f.epoch},"size":${f.size},"sha256":${JSON.stringify(f.sha256)},"wrapped":${f.wrapped}}`;
   }
 
   /**
@@ -1047,12 +1063,21 @@ export class Kms {
 
   putVault(
     user: HubUser,
-    body: { threshold: number; shares: Array<{ trustee: string; wrapped: unknown }> },
+    body: {
+      threshold: number;
+      shares: Array<{ trustee: string; wrapped: unknown }>;
+      recoveryAuthKey: string;
+    },
   ) {
     this.authorize(user, 'self');
     this.requirePerson(user);
     const kek = this.people.currentKek(user.name);
     if (!kek) throw conflict('no_kek', 'register a key before creating its vault');
+    try {
+      authPublicKeyObject(body.recoveryAuthKey);
+    } catch (e) {
+      throw badRequest('invalid_recovery_auth_key', `recoveryAuthKey: ${(e as Error).message}`);
+    }
     const n = body.shares.length;
     if (body.threshold > n)
       throw badRequest('invalid_threshold', `threshold ${body.threshold} exceeds ${n} shares`);
@@ -1070,11 +1095,18 @@ export class Kms {
       throw badRequest('duplicate_trustee', 'each trustee may hold one share');
     }
     this.tx(() => {
-      this.vault.put(user.name, kek.kid, body.threshold, shares, this.stamp());
+      this.vault.put(
+        user.name,
+        kek.kid,
+        body.threshold,
+        shares,
+        body.recoveryAuthKey,
+        this.stamp(),
+      );
       this.log(
         user.name,
         'vault.put',
-        `person:${user.name} kid:${kek.kid} threshold:${body.threshold} shares:${n}`,
+        `person:${user.name} kid:${kek.kid} threshold:${body.threshold} shares:${n} auth:${recoveryAuthKid(body.recoveryAuthKey)}`,
       );
     });
     return this.getVault(user);
@@ -1090,20 +1122,108 @@ export class Kms {
       shares: v.share_count,
       trustees: this.vault.trustees(user.name),
       createdAt: v.created_at,
+      recoveryAuthKid: v.auth_key === null ? null : recoveryAuthKid(v.auth_key),
     };
   }
 
-  requestRecovery(user: HubUser, recoveryPublicKey: string) {
+  /** A refused recovery request: audit-logged with its reason, then thrown. */
+  private refuseRecovery(user: HubUser, reason: string, message: string): never {
+    this.tx(() =>
+      this.log(user.name, 'recovery.request', `person:${user.name}`, `denied:${reason}`),
+    );
+    throw new KmsError(403, 'forbidden', message, reason);
+  }
+
+  /**
+   * Opens a recovery only for a request signed with the vault's recovery-authentication key
+   * (see recovery.ts). It waits `recoveryDelayMs` before trustees see it; admins are notified
+   * and may cancel meanwhile, and the owner sees it in their list of recoveries.
+   */
+  requestRecovery(
+    user: HubUser,
+    body: { recoveryPublicKey: string; requestedAt: string; signature: string },
+  ) {
     this.authorize(user, 'self');
     const v = this.vault.get(user.name);
     if (!v) throw notFound('vault');
-    const pk = publicKeyOf(recoveryPublicKey, 'recoveryPublicKey');
+    const pk = publicKeyOf(body.recoveryPublicKey, 'recoveryPublicKey');
+    if (v.auth_key === null) {
+      this.refuseRecovery(
+        user,
+        'no_recovery_auth_key',
+        'this vault has no recovery-authentication key: store the vault again with one',
+      );
+    }
+    const fields = {
+      username: user.name,
+      vaultKid: v.kid,
+      authKid: recoveryAuthKid(v.auth_key),
+      recoveryPublicKey: body.recoveryPublicKey,
+      requestedAt: body.requestedAt,
+    };
+    if (!verifyRecoveryRequest(v.auth_key, fields, body.signature)) {
+      this.refuseRecovery(
+        user,
+        'bad_recovery_signature',
+        "the request is not signed with the vault's recovery-authentication key",
+      );
+    }
+    const at = Date.parse(body.requestedAt);
+    const now = this.now().getTime();
+    if (Number.isNaN(at) || Math.abs(now - at) > RECOVERY_MAX_SKEW_MS) {
+      this.refuseRecovery(
+        user,
+        'stale_recovery_request',
+        `requestedAt must be within ${RECOVERY_MAX_SKEW_MS / 60_000} minutes of the KMS's clock`,
+      );
+    }
+    const notBefore = new Date(now + this.recoveryDelayMs).toISOString();
     const id = this.tx(() => {
-      const id = this.vault.openRecovery(user.name, recoveryPublicKey, this.stamp());
-      this.log(user.name, 'recovery.request', `person:${user.name} recovery:${id} kid:${pk.kid}`);
+      const id = this.vault.openRecovery(user.name, { ...body, notBefore }, this.stamp());
+      this.notifications.add(
+        user.name,
+        'recovery_requested',
+        `recovery ${id} of ${user.name}'s vault was requested; trustees can approve from ${notBefore} unless an admin cancels it`,
+        this.stamp(),
+      );
+      this.log(
+        user.name,
+        'recovery.request',
+        `person:${user.name} recovery:${id} kid:${pk.kid} not_before:${notBefore}`,
+      );
       return id;
     });
     return this.getRecovery(user, id);
+  }
+
+  /** open and still inside its waiting period reads as `waiting`. */
+  private recoveryState(r: RecoveryRow): 'waiting' | 'open' | 'ready' | 'cancelled' {
+    if (r.state === 'open' && r.not_before !== null && this.stamp() < r.not_before)
+      return 'waiting';
+    return r.state;
+  }
+
+  listRecoveries(user: HubUser) {
+    this.authorize(user, 'self');
+    return this.vault.recoveriesOf(user.name).map((r) => ({
+      id: r.id,
+      state: this.recoveryState(r),
+      createdAt: r.created_at,
+      notBefore: r.not_before,
+      cancelledBy: r.cancelled_by,
+    }));
+  }
+
+  cancelRecovery(user: HubUser, rid: number) {
+    this.authorize(user, 'admin');
+    const r = this.vault.recovery(rid);
+    if (!r) throw notFound(`recovery ${rid}`);
+    if (r.state !== 'open') throw conflict('recovery_not_open', `recovery ${rid} is ${r.state}`);
+    this.tx(() => {
+      this.vault.cancel(rid, user.name);
+      this.log(user.name, 'recovery.cancel', `person:${r.username} recovery:${rid}`);
+    });
+    return { id: rid, state: 'cancelled' as const, cancelledBy: user.name };
   }
 
   getRecovery(user: HubUser, rid: number) {
@@ -1123,7 +1243,8 @@ export class Kms {
       );
     return {
       id: r.id,
-      state: r.state,
+      state: this.recoveryState(r),
+      notBefore: r.not_before,
       threshold: v.threshold,
       approvals: approvals.length,
       shares: ready
@@ -1137,7 +1258,7 @@ export class Kms {
 
   trusteeRecoveries(user: HubUser) {
     this.authorize(user, 'trustee');
-    const list = this.vault.awaiting(user.name);
+    const list = this.vault.awaiting(user.name, this.stamp());
     if (list.length > 0) {
       this.tx(() => {
         for (const r of list)
@@ -1150,6 +1271,11 @@ export class Kms {
       recoveryPublicKey: r.recovery_public_key,
       createdAt: r.created_at,
       share: JSON.parse(r.share) as WrappedKey,
+      // What the trustee's client checks before re-encrypting (verifyRecoveryRequest).
+      vaultKid: r.kid,
+      recoveryAuthKey: r.auth_key,
+      requestedAt: r.requested_at!,
+      signature: r.signature!,
     }));
   }
 
@@ -1159,6 +1285,22 @@ export class Kms {
     const share = r ? this.vault.share(r.username, user.name) : undefined;
     if (!r || !share) throw notFound(`recovery ${rid}`);
     if (r.state !== 'open') throw conflict('recovery_not_open', `recovery ${rid} is ${r.state}`);
+    if (this.recoveryState(r) === 'waiting') {
+      this.tx(() =>
+        this.log(
+          user.name,
+          'recovery.approve',
+          `person:${r.username} recovery:${rid}`,
+          'denied:recovery_waiting',
+        ),
+      );
+      throw new KmsError(
+        409,
+        'recovery_waiting',
+        `recovery ${rid} can be approved from ${r.not_before}`,
+        'recovery_waiting',
+      );
+    }
     const { rec, json } = wrappedJson(wrappedRec, 'wrapped');
     if (rec.kid !== publicKeyOf(r.recovery_public_key, 'recovery key').kid) {
       throw badRequest('wrong_recipient', 'the share must be wrapped to the recovery key');

@@ -16,6 +16,12 @@ export class Metrics {
     labelNames: ['action', 'result'],
     registers: [this.registry],
   });
+  /** Single file-key releases answered 2xx (each is logged at debug level only). */
+  readonly keyReleases = new Counter({
+    name: 'tre_kms_key_releases_total',
+    help: 'Single file keys released',
+    registers: [this.registry],
+  });
   readonly auditEntries = new Counter({
     name: 'tre_kms_audit_entries_total',
     help: 'Audit entries appended by this process',

@@ -261,7 +261,27 @@ export class OpenApiValidator {
 
   /** Validates one request and sets `req.params`; throws {@link RequestValidationError}. */
   validate(req: Request): CompiledOperation {
-    const { op, params } = this.match(req.method, req.path);
+    const { op, params } = this.check(
+      req.method,
+      req.path,
+      req.query as Record<string, unknown>,
+      req.body,
+    );
+    req.params = params;
+    return op;
+  }
+
+  /**
+   * The checks of {@link validate} on a request's parts (path without the query string, parsed
+   * query, parsed body or undefined), for a caller that does not go through express.
+   */
+  check(
+    method: string,
+    path: string,
+    query: Record<string, unknown>,
+    body: unknown,
+  ): { op: CompiledOperation; params: Record<string, string> } {
+    const { op, params } = this.match(method, path);
     const values: Record<string, string> = {};
     for (let i = 0; i < op.names.length; i++) {
       try {
@@ -270,7 +290,6 @@ export class OpenApiValidator {
         throw new RequestValidationError(400, `path parameter ${op.names[i]!} is not valid`);
       }
     }
-    req.params = values;
     if (op.path) {
       // Validate a copy: coercion must not change what the route reads.
       if (!op.path.check({ ...values })) {
@@ -278,7 +297,6 @@ export class OpenApiValidator {
         throw new RequestValidationError(400, errs[0]!.message, errs);
       }
     }
-    const query = req.query as Record<string, unknown>;
     for (const k in query) {
       if (!op.queryNames.has(k)) {
         throw new RequestValidationError(400, `unknown query parameter '${k}'`, [
@@ -295,7 +313,6 @@ export class OpenApiValidator {
       }
     }
     if (op.body) {
-      const body = req.body as unknown;
       if (body === undefined) {
         if (op.bodyRequired) {
           throw new RequestValidationError(400, 'request body is required', [
@@ -307,7 +324,7 @@ export class OpenApiValidator {
         throw new RequestValidationError(400, errs[0]!.message, errs);
       }
     }
-    return op;
+    return { op, params: values };
   }
 
   /**

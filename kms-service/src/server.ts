@@ -1,9 +1,11 @@
 /** Wires database, audit log, policy core and HTTP app into a running server. */
+import cluster from 'node:cluster';
 import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
-import { createApp } from './app.js';
+import { createHandler } from './app.js';
 import { AuditLog, AuditSigner } from './audit.js';
+import { clusterMetricsClient } from './cluster-metrics.js';
 import type { Config } from './config.js';
 import { migrate, openDatabase, type Db } from './db.js';
 import { HubAuthenticator, type Authenticator } from './hub-auth.js';
@@ -62,6 +64,7 @@ export class KmsServer {
     });
     const kms = new Kms(db, audit, {
       agreementVersion: config.agreementVersion,
+      recoveryDelayMs: config.recoveryDelaySeconds * 1000,
       ...(opts.now ? { now: opts.now } : {}),
       onDecision: (action, result) => metrics.decisions.inc({ action, result }),
     });
@@ -74,13 +77,14 @@ export class KmsServer {
         ...(config.hub.apiToken ? { apiToken: config.hub.apiToken } : {}),
       });
     const drain = { on: false };
-    const app = createApp({
+    const app = createHandler({
       kms,
       auth,
       logger,
       metrics,
       ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
       isDraining: () => drain.on,
+      ...(cluster.isWorker ? { collectMetrics: clusterMetricsClient(metrics.registry) } : {}),
     });
     const server = createServer(config.servicePrefix ? withPrefix(config.servicePrefix, app) : app);
     server.keepAliveTimeout = 5000;

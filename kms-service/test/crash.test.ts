@@ -5,13 +5,19 @@
  */
 import { spawn, type ChildProcess } from 'node:child_process';
 import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
-import { createServer, type Server } from 'node:http';
+import { createServer, get as httpGet, type Server } from 'node:http';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
+import { randomBytes } from 'node:crypto';
+import { encodePublicKey, fingerprint } from '@tre/crypto';
 import { exportLines, verifyAuditLines } from '../src/audit.js';
-import { openDatabase } from '../src/db.js';
+import { migrate, openDatabase } from '../src/db.js';
+import { FileStore } from '../src/store/files.js';
+import { KeyStore } from '../src/store/keys.js';
+import { PeopleStore } from '../src/store/people.js';
+import { ProjectStore } from '../src/store/projects.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 let dir: string;
@@ -215,4 +221,164 @@ test('two serving processes: writes interleave on one valid chain, a killed work
   const r = verifyAuditLines(exportLines(db, pem), { publicKeyPem: pem });
   db.close();
   expect(r).toMatchObject({ ok: true });
+}, 180_000);
+
+/** A consented project with one visible file whose key `stormy` (its PI) may fetch. */
+function seedRelease(dbPath: string): string {
+  const db = openDatabase(dbPath);
+  migrate(db);
+  const now = new Date().toISOString();
+  const later = new Date(Date.now() + 365 * 86400e3).toISOString();
+  const people = new PeopleStore(db);
+  const projects = new ProjectStore(db);
+  const pk = randomBytes(32);
+  const kid = fingerprint('x25519', pk);
+  const wrapped = JSON.stringify({
+    v: 1,
+    kid,
+    kem: 'x25519',
+    enc: randomBytes(32).toString('base64url'),
+    ct: randomBytes(48).toString('base64url'),
+  });
+  const fileId = randomBytes(16).toString('hex');
+  db.transaction(() => {
+    for (const u of ['stormy', 'boss']) {
+      people.upsert(u, 'Storm Inc', null, now);
+      people.acceptAgreement(u, '1', now);
+      for (const kind of ['hpc', 'data_awareness', 'tre_rules'] as const) {
+        people.recordTraining(u, kind, now, later, 'seed');
+      }
+    }
+    projects.create('storm', 'storm', '', 'stormy', now);
+    for (const [u, role] of [
+      ['stormy', 'pi'],
+      ['boss', 'data_owner'],
+    ] as const) {
+      projects.addMember({
+        project_id: 'storm',
+        username: u,
+        role,
+        valid_from: null,
+        valid_until: later,
+        added_by: 'stormy',
+        added_at: now,
+      });
+    }
+    projects.consent('storm', 'boss', now);
+    new KeyStore(db).addEpoch({
+      project_id: 'storm',
+      epoch: 1,
+      kem: 'x25519',
+      kid,
+      public_key: encodePublicKey({ kem: 'x25519', kid, publicKey: pk }),
+      volume_wrapped: wrapped,
+      previous_wrapped: null,
+      created_by: 'stormy',
+      created_at: now,
+    });
+    projects.setEpoch('storm', 1);
+    new FileStore(db).insert(
+      { file_id: fileId, epoch: 1, size: 1, sha256: '0'.repeat(64), wrapped },
+      'storm',
+      'stormy',
+      now,
+    );
+  })();
+  db.close();
+  return fileId;
+}
+
+test('kill -9 during a storm of key releases: every acknowledged release has its audit entry', async () => {
+  const port = 20000 + ((process.pid + 3571) % 20000);
+  const fileId = seedRelease(join(dir, 'kms3.sqlite'));
+  writeFileSync(
+    join(dir, 'kms.yaml'),
+    'database: kms3.sqlite\nauditKey: audit3.pem\ncheckpointEvery: 100\nlogLevel: warn\nagreementVersion: "1"\n',
+  );
+  const child = await startChild(port);
+  let acked = 0;
+  let stop = false;
+  const client = async (): Promise<void> => {
+    while (!stop) {
+      try {
+        const r = await call(port, 'GET', `/v1/projects/storm/files/${fileId}/key`);
+        const body = (await r.json()) as { fileId?: string };
+        if (r.status === 200 && body.fileId === fileId) acked++;
+      } catch {
+        return; // the connection died with the process
+      }
+    }
+  };
+  const clients = Array.from({ length: 16 }, () => client());
+  const until = Date.now() + 20_000;
+  while (acked < 500 && Date.now() < until) await new Promise((r) => setTimeout(r, 20));
+  const exited = new Promise((r) => child.once('exit', r));
+  child.kill('SIGKILL');
+  await exited;
+  stop = true;
+  await Promise.all(clients);
+  expect(acked).toBeGreaterThan(100);
+
+  const db = openDatabase(join(dir, 'kms3.sqlite'), { readonly: true });
+  const { n } = db
+    .prepare(
+      "SELECT COUNT(*) AS n FROM audit_log WHERE action = 'file_key.release' AND result = 'ok'",
+    )
+    .get() as { n: number };
+  // Answers wait for their group commit: entries may outnumber answers (committed, not yet
+  // answered when the process died), never the other way round.
+  expect(n).toBeGreaterThanOrEqual(acked);
+  const pem = readFileSync(join(dir, 'audit3.pem.pub'), 'utf8');
+  expect(verifyAuditLines(exportLines(db, pem), { publicKeyPem: pem })).toMatchObject({ ok: true });
+  db.close();
+}, 180_000);
+
+/** One request on a connection of its own, so node:cluster hands it to the next worker. */
+function getFresh(port: number, path: string): Promise<{ status: number; body: string }> {
+  return new Promise((resolve, reject) => {
+    const req = httpGet(
+      {
+        host: '127.0.0.1',
+        port,
+        path,
+        agent: false,
+        headers: { Authorization: 'token storm-token' },
+      },
+      (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve({ status: res.statusCode ?? 0, body }));
+      },
+    );
+    req.on('error', reject);
+  });
+}
+
+test('with two workers /metrics reports the whole service, whichever worker answers', async () => {
+  const port = 20000 + ((process.pid + 5113) % 20000);
+  writeFileSync(
+    join(dir, 'kms.yaml'),
+    'database: kms4.sqlite\nauditKey: audit4.pem\nlogLevel: warn\nworkers: 2\n',
+  );
+  const primary = await startChild(port, 60_000);
+  const until = Date.now() + 60_000;
+  const workers = (): number =>
+    readFileSync(`/proc/${primary.pid}/task/${primary.pid}/children`, 'utf8')
+      .split(' ')
+      .filter((x) => x.trim()).length;
+  while (workers() < 2 && Date.now() < until) await new Promise((r) => setTimeout(r, 100));
+  expect(workers()).toBe(2);
+  const N = 40;
+  for (let i = 0; i < N; i++) expect((await getFresh(port, '/v1/me')).status).toBe(200);
+  const line =
+    /^tre_kms_http_request_duration_seconds_count\{[^}]*route="\/v1\/me"[^}]*status="200"[^}]*\} (\d+)$/m;
+  for (let i = 0; i < 4; i++) {
+    const m = await getFresh(port, '/metrics');
+    expect(m.status).toBe(200);
+    expect(Number(line.exec(m.body)?.[1])).toBe(N);
+  }
+  const exited = new Promise((r) => primary.once('exit', r));
+  primary.kill('SIGTERM');
+  expect(await exited).toBe(0);
 }, 180_000);

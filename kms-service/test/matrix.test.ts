@@ -631,3 +631,125 @@ describe('endpoints without a project', () => {
     expect(rows.length).toBeGreaterThanOrEqual(denials);
   });
 });
+
+type RecoveryActor = 'owner' | 'holder' | 'bystander' | 'admin' | 'stranger' | 'service';
+type RecoveryState = 'waiting' | 'open' | 'ready' | 'cancelled';
+const RECOVERY_ACTORS: RecoveryActor[] = [
+  'owner',
+  'holder',
+  'bystander',
+  'admin',
+  'stranger',
+  'service',
+];
+const RECOVERY_STATES: RecoveryState[] = ['waiting', 'open', 'ready', 'cancelled'];
+
+/** What the vault rules predict: only a share holder approves, only after the waiting period. */
+function expectedApprove(a: RecoveryActor, s: RecoveryState): string {
+  if (a === 'service') return 'user_required';
+  if (a === 'owner' || a === 'admin' || a === 'stranger') return 'not_a_trustee';
+  if (a === 'bystander') return 'not_found';
+  if (s === 'waiting') return 'recovery_waiting';
+  return s === 'open' ? 'allow' : 'recovery_not_open';
+}
+function expectedCancel(a: RecoveryActor, s: RecoveryState): string {
+  if (a === 'service') return 'user_required';
+  if (a !== 'admin') return 'admin_required';
+  return s === 'waiting' || s === 'open' ? 'allow' : 'recovery_not_open';
+}
+
+describe('vault recovery endpoints', () => {
+  let n = 0;
+  const clientOf = (a: RecoveryActor, owner: string): KmsClient =>
+    a === 'service'
+      ? t.as('ingress', false, true)
+      : t.as(
+          {
+            owner,
+            holder: 'rv.holder',
+            bystander: 'rv.bystander',
+            admin: 'ok.admin',
+            stranger: 'ok.none',
+          }[a],
+          a === 'admin',
+        );
+  beforeAll(() => {
+    for (const u of ['rv.holder', 'rv.second', 'rv.bystander']) {
+      setupUser(u, 'ok');
+      kms.people.setTrustee(u, true, t.clock.now.toISOString());
+    }
+  });
+
+  function recoveryIn(state: RecoveryState): { owner: string; id: number; recoveryKid: string } {
+    const owner = `rv${++n}.owner`;
+    setupUser(owner, 'ok');
+    const now = t.clock.now.getTime();
+    const stamp = new Date(now).toISOString();
+    kms.vault.put(
+      owner,
+      kekOf.get(owner)!,
+      2,
+      ['rv.holder', 'rv.second'].map((tr) => ({
+        trustee: tr,
+        wrapped: JSON.stringify(fakeWrapped(kekOf.get(tr)!)),
+      })),
+      b64(32),
+      stamp,
+    );
+    const rk = fakePublicKey();
+    const id = kms.vault.openRecovery(
+      owner,
+      {
+        recoveryPublicKey: rk.text,
+        requestedAt: stamp,
+        signature: b64(64),
+        notBefore: new Date(state === 'waiting' ? now + DAY : now - 1000).toISOString(),
+      },
+      stamp,
+    );
+    if (state === 'ready') kms.vault.markReady(id);
+    if (state === 'cancelled') kms.vault.cancel(id, 'ok.admin');
+    return { owner, id, recoveryKid: rk.kid };
+  }
+
+  const outcome = (p: Promise<unknown>): Promise<string> =>
+    p.then(
+      () => 'allow',
+      (e: KmsClientError) => e.reason ?? e.code,
+    );
+
+  const cells: Array<[RecoveryActor, RecoveryState]> = [];
+  for (const a of RECOVERY_ACTORS) for (const s of RECOVERY_STATES) cells.push([a, s]);
+
+  test.each(cells)('approve as %s, recovery %s', async (a, s) => {
+    const r = recoveryIn(s);
+    const got = await outcome(
+      clientOf(a, r.owner).approveRecovery(r.id, fakeWrapped(r.recoveryKid)),
+    );
+    expect(got).toBe(expectedApprove(a, s));
+  });
+
+  test.each(cells)('cancel as %s, recovery %s', async (a, s) => {
+    const r = recoveryIn(s);
+    expect(await outcome(clientOf(a, r.owner).cancelRecovery(r.id))).toBe(expectedCancel(a, s));
+    const row = kms.vault.recovery(r.id)!;
+    const cancelled = s === 'cancelled' || expectedCancel(a, s) === 'allow';
+    expect(row.state === 'cancelled').toBe(cancelled);
+  });
+
+  test.each(RECOVERY_STATES)('in state %s: who sees the recovery', async (s) => {
+    const r = recoveryIn(s);
+    const owner = clientOf('owner', r.owner);
+    expect((await owner.recovery(r.id)).state).toBe(s);
+    expect((await owner.recoveries()).map((x) => [x.id, x.state])).toEqual([[r.id, s]]);
+    // Nobody else reads it as theirs.
+    for (const a of ['holder', 'stranger', 'admin'] as const) {
+      await expect(clientOf(a, r.owner).recovery(r.id)).rejects.toMatchObject({ status: 404 });
+    }
+    // The share holder sees it only once it is open; a bystander trustee never.
+    const seen = async (a: RecoveryActor): Promise<boolean> =>
+      (await clientOf(a, r.owner).trusteeRecoveries()).some((x) => x.id === r.id);
+    expect(await seen('holder')).toBe(s === 'open');
+    expect(await seen('bystander')).toBe(false);
+  });
+});

@@ -6,7 +6,8 @@ export const NOTIFICATION_KINDS = [
   'too_many_rights',
   'change_of_institute',
 ] as const;
-export type NotificationKind = (typeof NOTIFICATION_KINDS)[number];
+/** What users file; the KMS itself files `recovery_requested` when a vault recovery opens. */
+export type NotificationKind = (typeof NOTIFICATION_KINDS)[number] | 'recovery_requested';
 
 export interface NotificationRow {
   id: number;

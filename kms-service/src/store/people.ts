@@ -32,6 +32,7 @@ export class PeopleStore {
   private readonly getStmt;
   private readonly trainingsStmt;
   private readonly currentKekStmt;
+  private readonly factsStmt;
 
   constructor(private readonly db: Db) {
     this.getStmt = db.prepare('SELECT * FROM people WHERE username = ?');
@@ -40,6 +41,10 @@ export class PeopleStore {
     );
     this.currentKekStmt = db.prepare(
       'SELECT * FROM kek_keys WHERE username = ? AND retired_at IS NULL ORDER BY created_at DESC, rowid DESC LIMIT 1',
+    );
+    // The policy's view of a person in one query: one row per training (or one row without).
+    this.factsStmt = db.prepare(
+      'SELECT p.agreement_version, p.trustee, t.kind, t.expires_at FROM people p LEFT JOIN trainings t ON t.username = p.username WHERE p.username = ? ORDER BY t.kind',
     );
   }
 
@@ -52,13 +57,18 @@ export class PeopleStore {
   }
 
   facts(username: string): PersonFacts | undefined {
-    const p = this.get(username);
+    const rows = this.factsStmt.all(username) as Array<{
+      agreement_version: string | null;
+      trustee: number;
+      kind: TrainingKind | null;
+      expires_at: string | null;
+    }>;
+    const p = rows[0];
     if (!p) return undefined;
-    return {
-      agreementVersion: p.agreement_version,
-      trustee: p.trustee === 1,
-      trainings: this.trainings(username).map((t) => ({ kind: t.kind, expiresAt: t.expires_at })),
-    };
+    const trainings: Array<{ kind: TrainingKind; expiresAt: string }> = [];
+    for (const r of rows)
+      if (r.kind !== null) trainings.push({ kind: r.kind, expiresAt: r.expires_at! });
+    return { agreementVersion: p.agreement_version, trustee: p.trustee === 1, trainings };
   }
 
   upsert(username: string, organisation: string, email: string | null, now: string): boolean {

@@ -28,6 +28,7 @@ export class ProjectStore {
   private readonly getStmt;
   private readonly memberStmt;
   private readonly consentStmt;
+  private readonly accessStmt;
 
   constructor(private readonly db: Db) {
     this.getStmt = db.prepare('SELECT * FROM projects WHERE id = ?');
@@ -35,6 +36,65 @@ export class ProjectStore {
     this.consentStmt = db.prepare(
       "SELECT COUNT(*) AS owners, COUNT(consented_at) AS consented FROM members WHERE project_id = ? AND role = 'data_owner'",
     );
+    this.accessStmt = db.prepare(
+      `SELECT p.*, m.username AS m_username, m.role AS m_role, m.valid_from AS m_valid_from,
+              m.valid_until AS m_valid_until, m.consented_at AS m_consented_at,
+              m.added_by AS m_added_by, m.added_at AS m_added_at,
+              (SELECT COUNT(*) FROM members o WHERE o.project_id = p.id AND o.role = 'data_owner') AS owners,
+              (SELECT COUNT(o.consented_at) FROM members o WHERE o.project_id = p.id AND o.role = 'data_owner') AS owners_consented
+       FROM projects p LEFT JOIN members m ON m.project_id = p.id AND m.username = ?
+       WHERE p.id = ?`,
+    );
+  }
+
+  /**
+   * A project, one person's membership of it and whether it is consented, in one query: what
+   * the policy needs for every project-scoped request.
+   */
+  access(
+    projectId: string,
+    username: string | undefined,
+  ): { project: ProjectRow; member?: MemberRow; consented: boolean } | undefined {
+    const r = this.accessStmt.get(username ?? null, projectId) as
+      | (ProjectRow & {
+          m_username: string | null;
+          m_role: Role;
+          m_valid_from: string | null;
+          m_valid_until: string | null;
+          m_consented_at: string | null;
+          m_added_by: string;
+          m_added_at: string;
+          owners: number;
+          owners_consented: number;
+        })
+      | undefined;
+    if (!r) return undefined;
+    const project: ProjectRow = {
+      id: r.id,
+      title: r.title,
+      description: r.description,
+      pi: r.pi,
+      epoch: r.epoch,
+      rotation_due: r.rotation_due,
+      created_at: r.created_at,
+      closed_at: r.closed_at,
+    };
+    const consented = r.owners > 0 && r.owners === r.owners_consented;
+    if (r.m_username === null) return { project, consented };
+    return {
+      project,
+      consented,
+      member: {
+        project_id: r.id,
+        username: r.m_username,
+        role: r.m_role,
+        valid_from: r.m_valid_from,
+        valid_until: r.m_valid_until,
+        consented_at: r.m_consented_at,
+        added_by: r.m_added_by,
+        added_at: r.m_added_at,
+      },
+    };
   }
 
   get(id: string): ProjectRow | undefined {

@@ -6,6 +6,8 @@ export interface VaultRow {
   threshold: number;
   share_count: number;
   created_at: string;
+  /** Recovery-authentication public key (raw Ed25519, base64url); null for vaults made before. */
+  auth_key: string | null;
 }
 
 export interface RecoveryRow {
@@ -14,6 +16,11 @@ export interface RecoveryRow {
   recovery_public_key: string;
   state: 'open' | 'ready' | 'cancelled';
   created_at: string;
+  requested_at: string | null;
+  signature: string | null;
+  /** Trustees may approve from this time on (the waiting period). */
+  not_before: string | null;
+  cancelled_by: string | null;
 }
 
 /** Key-recovery vaults: shares wrapped to trustees, recovery requests and trustee approvals. */
@@ -31,6 +38,7 @@ export class VaultStore {
     kid: string,
     threshold: number,
     shares: Array<{ trustee: string; wrapped: string }>,
+    authKey: string,
     now: string,
   ): void {
     this.db.prepare('DELETE FROM vault_shares WHERE username = ?').run(username);
@@ -42,9 +50,9 @@ export class VaultStore {
       .run(username);
     this.db
       .prepare(
-        'INSERT INTO vaults (username, kid, threshold, share_count, created_at) VALUES (?, ?, ?, ?, ?)',
+        'INSERT INTO vaults (username, kid, threshold, share_count, created_at, auth_key) VALUES (?, ?, ?, ?, ?, ?)',
       )
-      .run(username, kid, threshold, shares.length, now);
+      .run(username, kid, threshold, shares.length, now, authKey);
     const ins = this.db.prepare(
       'INSERT INTO vault_shares (username, idx, trustee, wrapped) VALUES (?, ?, ?, ?)',
     );
@@ -65,18 +73,35 @@ export class VaultStore {
     ).map((r) => r.trustee);
   }
 
-  openRecovery(username: string, recoveryPublicKey: string, now: string): number {
+  openRecovery(
+    username: string,
+    r: { recoveryPublicKey: string; requestedAt: string; signature: string; notBefore: string },
+    now: string,
+  ): number {
     this.db
       .prepare(
         "UPDATE recoveries SET state = 'cancelled' WHERE username = ? AND state != 'cancelled'",
       )
       .run(username);
-    const r = this.db
+    const res = this.db
       .prepare(
-        "INSERT INTO recoveries (username, recovery_public_key, state, created_at) VALUES (?, ?, 'open', ?)",
+        "INSERT INTO recoveries (username, recovery_public_key, state, created_at, requested_at, signature, not_before) VALUES (?, ?, 'open', ?, ?, ?, ?)",
       )
-      .run(username, recoveryPublicKey, now);
-    return Number(r.lastInsertRowid);
+      .run(username, r.recoveryPublicKey, now, r.requestedAt, r.signature, r.notBefore);
+    return Number(res.lastInsertRowid);
+  }
+
+  /** A user's recoveries, newest first: what they are shown, so a request they did not make shows. */
+  recoveriesOf(username: string, limit = 20): RecoveryRow[] {
+    return this.db
+      .prepare('SELECT * FROM recoveries WHERE username = ? ORDER BY id DESC LIMIT ?')
+      .all(username, limit) as RecoveryRow[];
+  }
+
+  cancel(recoveryId: number, by: string): void {
+    this.db
+      .prepare("UPDATE recoveries SET state = 'cancelled', cancelled_by = ? WHERE id = ?")
+      .run(by, recoveryId);
   }
 
   recovery(id: number): RecoveryRow | undefined {
@@ -84,17 +109,26 @@ export class VaultStore {
       RecoveryRow | undefined;
   }
 
-  /** Open recoveries for which `trustee` holds a share and has not yet approved. */
-  awaiting(trustee: string): Array<RecoveryRow & { share: string }> {
+  /**
+   * Open recoveries past their waiting period for which `trustee` holds a share and has not yet
+   * approved, with what the trustee needs to check the owner's signature.
+   */
+  awaiting(
+    trustee: string,
+    now: string,
+  ): Array<RecoveryRow & { share: string; auth_key: string; kid: string }> {
     return this.db
       .prepare(
-        `SELECT r.*, s.wrapped AS share FROM recoveries r
+        `SELECT r.*, s.wrapped AS share, v.auth_key, v.kid FROM recoveries r
          JOIN vault_shares s ON s.username = r.username AND s.trustee = ?
-         WHERE r.state = 'open'
+         JOIN vaults v ON v.username = r.username
+         WHERE r.state = 'open' AND r.not_before <= ? AND v.auth_key IS NOT NULL
            AND NOT EXISTS (SELECT 1 FROM recovery_approvals a WHERE a.recovery_id = r.id AND a.trustee = ?)
          ORDER BY r.id`,
       )
-      .all(trustee, trustee) as Array<RecoveryRow & { share: string }>;
+      .all(trustee, now, trustee) as Array<
+      RecoveryRow & { share: string; auth_key: string; kid: string }
+    >;
   }
 
   approve(recoveryId: number, trustee: string, wrapped: string, now: string): number {
