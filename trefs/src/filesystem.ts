@@ -430,24 +430,24 @@ export class TrefsFs {
 
   /** DEK of the file at a plaintext path (for the key agent). */
   async dekOf(path: string): Promise<Buffer> {
-    this.live();
-    const { cipherPath } = await this.names.resolve(path);
-    const st = await lstat(cipherPath);
-    if (!st.isFile()) throw fsError('EISDIR', `${path} is not a regular file`);
-    const fileId = await this.peekFileId(cipherPath);
-    if (fileId === undefined) throw fsError('ENODATA', `${path} has no header yet`);
+    const { fileId } = await this.headeredFile(path);
     return (await this.keys.fileKey(Buffer.from(fileId, 'hex'))).dek;
   }
 
   /** The cipher path (relative) and file ID of a regular file with a header, for a freeze. */
   async frozenFileOf(path: string): Promise<{ cipherPath: string; fileId: string }> {
+    const { cipherPath, fileId } = await this.headeredFile(path);
+    return { cipherPath: this.rel(cipherPath), fileId };
+  }
+
+  private async headeredFile(path: string): Promise<{ cipherPath: string; fileId: string }> {
     this.live();
     const { cipherPath } = await this.names.resolve(path);
     const st = await lstat(cipherPath);
     if (!st.isFile()) throw fsError('EISDIR', `${path} is not a regular file`);
     const fileId = await this.peekFileId(cipherPath);
     if (fileId === undefined) throw fsError('ENODATA', `${path} has no header yet`);
-    return { cipherPath: this.rel(cipherPath), fileId };
+    return { cipherPath, fileId };
   }
 
   /**
