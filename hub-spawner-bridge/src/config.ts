@@ -100,7 +100,8 @@ function parseResources(raw: unknown): ResourceLimits {
     }
     if (
       'gresName' in merged &&
-      !/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$/.test(String(merged.gresName))
+      (typeof merged.gresName !== 'string' ||
+        !/^[A-Za-z0-9_.-]+(:[A-Za-z0-9_.-]+)?$/.test(merged.gresName))
     ) {
       throw new ConfigError(`resources.${name}.gresName must be a Slurm GRES name such as "gpu"`);
     }

@@ -124,6 +124,7 @@ describe('config resources', () => {
     ['resources:\n  hours: { max: 4, default: 5 }\n', 'resources.hours.default must be'],
     ['resources:\n  memoryGb: { max: 1.5 }\n', 'resources.memoryGb.max must be'],
     ['resources:\n  gpus: { max: 1, gresName: "gpu;rm" }\n', 'resources.gpus.gresName must be'],
+    ['resources:\n  gpus: { max: 1, gresName: null }\n', 'resources.gpus.gresName must be'],
   ])('%s is refused with a clear message', (yaml, message) => {
     expect(() => parse(yaml)).toThrow(ConfigError);
     expect(() => parse(yaml)).toThrow(message);
@@ -155,6 +156,7 @@ describe('config resources', () => {
         }
         expect(typeof c.resources.gpus.gresName).toBe('string');
       }),
+      { numRuns: 2000 },
     );
   });
 });
