@@ -54,6 +54,7 @@ const root = join(dir, 'server');
 const src = join(dir, 'src', 'mixed');
 const mk = randomBytes(32).toString('hex');
 const projects = Array.from({ length: RUNS }, (_, i) => `f${i}`);
+const CALIBRATION = 'calibration';
 let ingress: Ingress;
 
 async function listFiles(base: string): Promise<string[]> {
@@ -74,7 +75,7 @@ beforeAll(async () => {
   const files: Record<string, number> = { 'large.bin': BIG };
   for (let i = 0; i < SMALL; i++) files[`s${i % 7}/f${i}.dat`] = Math.floor(rand() * 48 * 1024);
   await makeTree(src, files);
-  await writeUsers(join(dir, 'users.json'), projects);
+  await writeUsers(join(dir, 'users.json'), [...projects, CALIBRATION]);
   ingress = await startIngress(root, join(dir, 'users.json'));
   process.stderr.write(`fault injection: seed ${SEED}, ${RUNS} runs, ${BIG} + ${SMALL} files\n`);
 }, 600_000);
@@ -92,6 +93,34 @@ describe('kill -9 during upload, then resume', () => {
       const rand = rng(SEED + 1);
       const want = await listFiles(join(dir, 'src'));
       const kills = { client: 0, server: 0, finishedBeforeKill: 0 };
+      // A fixed delay would let fast machines finish before the kill: the kill moment is a
+      // random fraction of how long an uninterrupted run takes on this machine.
+      const started = Date.now();
+      const calibration = await tre(
+        uploadArgs({
+          paths: [src],
+          project: CALIBRATION,
+          ingress: ingress.url,
+          dir,
+          state: join(dir, 'state-calibration'),
+        }),
+        mk,
+      ).done;
+      expect({ code: calibration.code, stderr: calibration.stderr }).toEqual({
+        code: 0,
+        stderr: '',
+      });
+      let runMs = Date.now() - started;
+      const calibrationId = /ingress request ([0-9a-f]+)/.exec(calibration.stdout)![1]!;
+      const confirmed = await api(
+        ingress.url,
+        TOKENS.bob,
+        'POST',
+        `/v1/ingress-requests/${calibrationId}/review`,
+        { decision: 'confirm' },
+      );
+      expect(confirmed.status).toBe(200);
+      process.stderr.write(`fault injection: an uninterrupted run takes ${runMs} ms\n`);
       for (let run = 0; run < RUNS; run++) {
         const project = projects[run]!;
         const args = uploadArgs({
@@ -103,11 +132,11 @@ describe('kill -9 during upload, then resume', () => {
         });
         const withUrl = (): string[] => args;
         const first = tre(withUrl(), mk);
-        // Random moment: most of a run's time is spent uploading, a little in startup.
-        await sleep(300 + rand() * (FULL ? 20_000 : 1700));
+        await sleep(runMs * (0.05 + 0.75 * rand()));
         const victim = rand() < 0.5 ? 'client' : 'server';
         if (first.proc.exitCode !== null) {
           kills.finishedBeforeKill++;
+          runMs *= 0.7;
         } else if (victim === 'client') {
           first.proc.kill('SIGKILL');
           kills.client++;
@@ -148,7 +177,7 @@ describe('kill -9 during upload, then resume', () => {
           state: string;
           n: number;
         }>;
-        const visible = rows.filter((r) => r.state === 'visible');
+        const visible = rows.filter((r) => r.state === 'visible' && r.project !== CALIBRATION);
         expect(visible.map((r) => r.n)).toEqual(projects.map(() => want.length));
         expect(rows.filter((r) => r.state === 'uploading' || r.state === 'staged')).toEqual([]);
       } finally {
