@@ -30,3 +30,20 @@ export function egressContext(projectId: string, fileId: string, recipient: stri
 export function uploadResumeContext(sessionId: string): WrapContext {
   return { purpose: 'upload-resume', recipient: sessionId };
 }
+
+/**
+ * A vault owner's recovery share, wrapped to one trustee. It names the owner's
+ * recovery-authentication key, so the share unwraps only under the key the owner chose.
+ */
+export function vaultShareContext(owner: string, trustee: string, authKid: string): WrapContext {
+  return { purpose: 'vault-share', recipient: `${owner}->${trustee} auth:${authKid}` };
+}
+
+/** A share a trustee re-wraps to the recovering owner's new key, for one recovery request. */
+export function vaultRecoveryContext(
+  owner: string,
+  trustee: string,
+  requestId: number,
+): WrapContext {
+  return { purpose: 'vault-recovery', recipient: `${owner}<-${trustee}#${requestId}` };
+}

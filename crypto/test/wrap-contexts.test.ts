@@ -8,6 +8,8 @@ import {
   egressContext,
   projectKeyContext,
   uploadResumeContext,
+  vaultRecoveryContext,
+  vaultShareContext,
   volumeKeyContext,
 } from '../src/wrap-contexts.js';
 
@@ -23,6 +25,14 @@ describe('wrap contexts', () => {
         { purpose: 'egress', projectId: 'p1', fileId: 'ab', recipient: 'alice' },
       ],
       [uploadResumeContext('s1'), { purpose: 'upload-resume', recipient: 's1' }],
+      [
+        vaultShareContext('vic', 'tara', 'k1'),
+        { purpose: 'vault-share', recipient: 'vic->tara auth:k1' },
+      ],
+      [
+        vaultRecoveryContext('vic', 'tara', 7),
+        { purpose: 'vault-recovery', recipient: 'vic<-tara#7' },
+      ],
     ];
     for (const [built, literal] of stored) {
       expect(Buffer.from(encodeWrapContext(built))).toEqual(
@@ -42,6 +52,10 @@ describe('wrap contexts', () => {
       egressContext('p1', 'ab', 'alice'),
       egressContext('p1', 'ab', 'bob'),
       uploadResumeContext('p1'),
+      vaultShareContext('vic', 'tara', 'k1'),
+      vaultShareContext('vic', 'tara', 'k2'),
+      vaultRecoveryContext('vic', 'tara', 7),
+      vaultRecoveryContext('vic', 'theo', 7),
     ];
     const secret = randomBytes(32);
     for (const [i, ctx] of all.entries()) {

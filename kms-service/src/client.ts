@@ -12,7 +12,6 @@ export {
   recoveryRequestMessage,
   signRecoveryRequest,
   verifyRecoveryRequest,
-  vaultShareContext,
   type RecoveryRequestFields,
 } from './recovery.js';
 
@@ -513,7 +512,7 @@ export class KmsClient {
     return this.call('GET', `/v1/projects/${enc(id)}/files/${enc(fileId)}/review-key`);
   }
 
-  /** `recoveryAuthKey`: see recovery.ts (wrap each share under vaultShareContext). */
+  /** `recoveryAuthKey`: see recovery.ts (wrap each share under @tre/crypto's vaultShareContext). */
   putVault(
     threshold: number,
     shares: Array<{ trustee: string; wrapped: WrappedKey }>,

@@ -77,15 +77,3 @@ export function verifyRecoveryRequest(
     return false;
   }
 }
-
-/**
- * The wrap context of the owner's share for one trustee. It names the recovery-authentication
- * key, so the share the owner wrapped unwraps only under the key the owner chose.
- */
-export function vaultShareContext(
-  owner: string,
-  trustee: string,
-  authKid: string,
-): { purpose: string; recipient: string } {
-  return { purpose: 'vault-share', recipient: `${owner}->${trustee} auth:${authKid}` };
-}

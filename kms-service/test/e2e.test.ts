@@ -11,11 +11,14 @@ import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import {
   decodePublicKey,
   decryptKeyFile,
+  dekContext,
   encodePublicKey,
   encryptKeyFile,
   generateKeyPair,
+  projectKeyContext,
   publicKeyFromPrivate,
   unwrapKey,
+  volumeKeyContext,
   wrapKey,
   type KeyPair,
 } from '@tre/crypto';
@@ -55,13 +58,6 @@ async function person(name: string): Promise<{ c: KmsClient; kp: KeyPair; passph
   return { c, kp, passphrase };
 }
 
-const projectCtx = (epoch: number, recipient: string) => ({
-  purpose: 'project-key',
-  projectId: P,
-  epoch,
-  recipient,
-});
-
 test('the whole story, and nothing secret left behind', async () => {
   const pi = await person('pia');
   const owner = await person('dora');
@@ -77,16 +73,12 @@ test('the whole story, and nothing secret left behind', async () => {
   remember('volume key', volumeKey);
   const wrapFor = async (u: string, kp: KeyPair) => ({
     username: u,
-    wrapped: await wrapKey(projectKp.privateKey, kp, projectCtx(1, u)),
+    wrapped: await wrapKey(projectKp.privateKey, kp, projectKeyContext(P, 1)),
   });
   await pi.c.publishEpoch(P, {
     epoch: 1,
     publicKey: encodePublicKey(projectKp),
-    volumeKey: await wrapKey(volumeKey, projectKp, {
-      purpose: 'volume-key',
-      projectId: P,
-      epoch: 1,
-    }),
+    volumeKey: await wrapKey(volumeKey, projectKp, volumeKeyContext(P)),
     wraps: [await wrapFor('pia', pi.kp), await wrapFor('dora', owner.kp)],
   });
 
@@ -109,12 +101,7 @@ test('the whole story, and nothing secret left behind', async () => {
       size: 4096,
       sha256: randomBytes(32).toString('hex'),
       epoch: 1,
-      wrapped: await wrapKey(dek, projectPub, {
-        purpose: 'file-dek',
-        projectId: P,
-        fileId,
-        epoch: 1,
-      }),
+      wrapped: await wrapKey(dek, projectPub, dekContext(P, fileId)),
     },
   ]);
 
@@ -132,13 +119,13 @@ test('the whole story, and nothing secret left behind', async () => {
   const [grant] = await pi.c.grants(P);
   expect(grant).toMatchObject({ username: 'rex', epoch: 1 });
   const mine = await pi.c.projectKey(P);
-  const projectPriv = await unwrapKey(mine.wrapped!, pi.kp, projectCtx(1, 'pia'));
+  const projectPriv = await unwrapKey(mine.wrapped!, pi.kp, projectKeyContext(P, 1));
   const rebuilt = await publicKeyFromPrivate('x25519', projectPriv);
   const rexKek = decodePublicKey(grant!.kek!.publicKey);
   await pi.c.completeGrant(
     P,
     grant!.id,
-    await wrapKey(rebuilt.privateKey, rexKek, projectCtx(1, 'rex')),
+    await wrapKey(rebuilt.privateKey, rexKek, projectKeyContext(P, 1)),
   );
   expect(await pi.c.grants(P)).toEqual([]);
 
@@ -147,22 +134,13 @@ test('the whole story, and nothing secret left behind', async () => {
   const rel = await researcher.c.projectKey(P);
   const rexProject = await publicKeyFromPrivate(
     'x25519',
-    await unwrapKey(rel.wrapped!, kek, projectCtx(1, 'rex')),
+    await unwrapKey(rel.wrapped!, kek, projectKeyContext(P, 1)),
   );
   expect(rexProject.kid).toBe(projectKp.kid);
   const fk = await researcher.c.fileKey(P, fileId);
-  const dekAgain = await unwrapKey(fk.wrapped, rexProject, {
-    purpose: 'file-dek',
-    projectId: P,
-    fileId,
-    epoch: 1,
-  });
+  const dekAgain = await unwrapKey(fk.wrapped, rexProject, dekContext(P, fileId));
   expect(Buffer.from(dekAgain).equals(dek)).toBe(true);
-  const vol = await unwrapKey(rel.volumeKey!, rexProject, {
-    purpose: 'volume-key',
-    projectId: P,
-    epoch: 1,
-  });
+  const vol = await unwrapKey(rel.volumeKey!, rexProject, volumeKeyContext(P));
   expect(Buffer.from(vol).equals(volumeKey)).toBe(true);
   const streamed = [];
   for await (const r of researcher.c.fileKeys(P)) streamed.push(r);

@@ -12,6 +12,7 @@ import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import {
   decryptFile,
+  egressContext,
   encodePublicKey,
   encryptFile,
   generateKeyPair,
@@ -50,13 +51,6 @@ async function person(name: string): Promise<{ c: KmsClient; kp: KeyPair }> {
   return { c, kp };
 }
 
-const ctx = (fileId: string, recipient: string) => ({
-  purpose: 'egress',
-  projectId: P,
-  fileId,
-  recipient,
-});
-
 /** What the lab extension does when filing: check, encrypt, hash the ciphertext, wrap the DEK. */
 async function prepare(
   name: string,
@@ -74,7 +68,7 @@ async function prepare(
   const fileId = parseHeader(ct.subarray(0, HEADER_LEN)).toString('hex');
   const keys = [];
   for (const [u, kp] of recipients) {
-    keys.push({ username: u, wrapped: await wrapKey(dek, kp, ctx(fileId, u)) });
+    keys.push({ username: u, wrapped: await wrapKey(dek, kp, egressContext(P, fileId, u)) });
   }
   return {
     cipherPath,
@@ -175,7 +169,7 @@ test('file, review, return, approve, release, download, revoke', async () => {
       { cell: 'B/admitted', rule: 'threshold', text: 'ward B is a whole hospital', author: 'rex' },
     ]);
     const k = await who.c.egressReviewKey(P, id, f.fileId);
-    const dek = await unwrapKey(k.wrapped, who.kp, ctx(f.fileId, name));
+    const dek = await unwrapKey(k.wrapped, who.kp, egressContext(P, f.fileId, name));
     const out = join(dir, `review-${name}.csv`);
     await decryptFile(dek, bad.cipherPath, out);
     expect(readFileSync(out, 'utf8')).toBe(FAILING);
@@ -254,7 +248,7 @@ test('file, review, return, approve, release, download, revoke', async () => {
     // The download checks the ciphertext against the frozen manifest before decrypting.
     expect(createHash('sha256').update(ct).digest('hex')).toBe(f.sha256);
     expect(ct.length).toBe(f.size);
-    const dek = await unwrapKey(f.wrapped, rex.kp, ctx(f.fileId, 'rex'));
+    const dek = await unwrapKey(f.wrapped, rex.kp, egressContext(P, f.fileId, 'rex'));
     const out = join(dir, `released-${f.fileId}.csv`);
     await decryptFile(dek, src.cipherPath, out);
     expect(readFileSync(out, 'utf8')).toBe(f.path === 'tables/small.csv' ? FIXED : PASSING);

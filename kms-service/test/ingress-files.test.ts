@@ -9,9 +9,12 @@ import { existsSync, readFileSync } from 'node:fs';
 import { afterAll, beforeAll, describe, expect, test } from '@jest/globals';
 import {
   decodePublicKey,
+  dekContext,
   encodePublicKey,
   generateKeyPair,
+  projectKeyContext,
   unwrapKey,
+  volumeKeyContext,
   wrapKey,
   type KeyPair,
   type WrappedKey,
@@ -36,8 +39,6 @@ async function person(name: string) {
   return { c, kp };
 }
 
-const dekCtx = (fileId: string) => ({ purpose: 'file-dek', projectId: P, fileId, epoch: 1 });
-
 beforeAll(async () => {
   t = await startKms();
   pi = await person('pia');
@@ -48,18 +49,19 @@ beforeAll(async () => {
   await pi.c.proposeProject({ id: P, title: 'Ingress study' });
   await pi.c.addMember(P, { username: 'dora', role: 'data_owner' });
   projectKp = await generateKeyPair();
-  const ctx = (u: string) => ({ purpose: 'project-key', projectId: P, epoch: 1, recipient: u });
   await pi.c.publishEpoch(P, {
     epoch: 1,
     publicKey: encodePublicKey(projectKp),
-    volumeKey: await wrapKey(randomBytes(32), projectKp, {
-      purpose: 'volume-key',
-      projectId: P,
-      epoch: 1,
-    }),
+    volumeKey: await wrapKey(randomBytes(32), projectKp, volumeKeyContext(P)),
     wraps: [
-      { username: 'pia', wrapped: await wrapKey(projectKp.privateKey, pi.kp, ctx('pia')) },
-      { username: 'dora', wrapped: await wrapKey(projectKp.privateKey, dora.kp, ctx('dora')) },
+      {
+        username: 'pia',
+        wrapped: await wrapKey(projectKp.privateKey, pi.kp, projectKeyContext(P, 1)),
+      },
+      {
+        username: 'dora',
+        wrapped: await wrapKey(projectKp.privateKey, dora.kp, projectKeyContext(P, 1)),
+      },
     ],
   });
   await dora.c.consent(P);
@@ -67,7 +69,7 @@ beforeAll(async () => {
   for (let i = 0; i < 3; i++) {
     const fileId = randomBytes(16).toString('hex');
     const dek = randomBytes(32);
-    files.push({ fileId, dek, wrapped: await wrapKey(dek, pub, dekCtx(fileId)) });
+    files.push({ fileId, dek, wrapped: await wrapKey(dek, pub, dekContext(P, fileId)) });
   }
 });
 
@@ -124,16 +126,11 @@ describe('pending files', () => {
     });
     const rel = await dora.c.fileKey(P, a.fileId);
     const mine = await dora.c.projectKey(P);
-    const projectPriv = await unwrapKey(mine.wrapped!, dora.kp, {
-      purpose: 'project-key',
-      projectId: P,
-      epoch: 1,
-      recipient: 'dora',
-    });
+    const projectPriv = await unwrapKey(mine.wrapped!, dora.kp, projectKeyContext(P, 1));
     const dek = await unwrapKey(
       rel.wrapped,
       { ...projectKp, privateKey: projectPriv },
-      dekCtx(a.fileId),
+      dekContext(P, a.fileId),
     );
     expect(Buffer.from(dek).equals(a.dek)).toBe(true);
     // Confirming again changes nothing and logs nothing new.

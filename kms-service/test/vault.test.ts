@@ -14,6 +14,8 @@ import {
   ShareIntegrityError,
   splitSecret,
   unwrapKey,
+  vaultRecoveryContext,
+  vaultShareContext,
   wrapKey,
   type KeyPair,
 } from '@tre/crypto';
@@ -22,7 +24,6 @@ import {
   authPublicKeyText,
   recoveryAuthKid,
   signRecoveryRequest,
-  vaultShareContext,
   verifyRecoveryRequest,
 } from '../src/recovery.js';
 import { DAY, onboard, startKms, type TestKms } from './helpers.js';
@@ -38,10 +39,6 @@ interface Owner {
   auth: KeyObject;
 }
 let vic: Owner;
-const recoveryCtx = (owner: string, holder: string, id: number) => ({
-  purpose: 'vault-recovery',
-  recipient: `${owner}<-${holder}#${id}`,
-});
 
 async function withKek(name: string): Promise<Owner> {
   const c = await onboard(t, name);
@@ -113,7 +110,7 @@ async function approve(tr: string, owner: string, tamper?: (share: Uint8Array) =
   const rewrapped = await wrapKey(
     share,
     decodePublicKey(req!.recoveryPublicKey),
-    recoveryCtx(owner, tr, req!.id),
+    vaultRecoveryContext(owner, tr, req!.id),
   );
   return me.c.approveRecovery(req!.id, rewrapped);
 }
@@ -169,7 +166,9 @@ test('three of five trustees recover the key; two cannot', async () => {
   expect(ready.shares.map((s) => s.trustee).sort()).toEqual(['tara', 'tess', 'tina']);
 
   const plain = await Promise.all(
-    ready.shares.map((s) => unwrapKey(s.wrapped, recovery, recoveryCtx('vic', s.trustee, req.id))),
+    ready.shares.map((s) =>
+      unwrapKey(s.wrapped, recovery, vaultRecoveryContext('vic', s.trustee, req.id)),
+    ),
   );
   const recovered = await combineShares(plain);
   expect(Buffer.from(recovered).equals(Buffer.from(vic.kp.privateKey))).toBe(true);
@@ -177,7 +176,11 @@ test('three of five trustees recover the key; two cannot', async () => {
 
   // A fourth approval after the fact is refused; so is someone who holds no share.
   expect(await trustee.get('theo')!.c.trusteeRecoveries()).toEqual([]);
-  const lateShare = await wrapKey(new Uint8Array(32), recovery, recoveryCtx('vic', 'theo', req.id));
+  const lateShare = await wrapKey(
+    new Uint8Array(32),
+    recovery,
+    vaultRecoveryContext('vic', 'theo', req.id),
+  );
   await expect(trustee.get('theo')!.c.approveRecovery(req.id, lateShare)).rejects.toMatchObject({
     status: 409,
     code: 'recovery_not_open',
@@ -210,7 +213,7 @@ test('a wrong share is detected when the user combines', async () => {
   expect(ready.state).toBe('ready');
   const plain = await Promise.all(
     ready.shares.map((s) =>
-      unwrapKey(s.wrapped, recovery, recoveryCtx('wendy', s.trustee, req.id)),
+      unwrapKey(s.wrapped, recovery, vaultRecoveryContext('wendy', s.trustee, req.id)),
     ),
   );
   await expect(combineShares(plain)).rejects.toThrow(/wrong or tampered/);
@@ -232,7 +235,7 @@ test('a share re-encrypted to anything but the recovery key is refused by the KM
   await expect(
     me.c.approveRecovery(
       req!.id,
-      await wrapKey(share, elsewhere, recoveryCtx('xena', 'tara', req!.id)),
+      await wrapKey(share, elsewhere, vaultRecoveryContext('xena', 'tara', req!.id)),
     ),
   ).rejects.toMatchObject({
     status: 400,
@@ -328,10 +331,11 @@ test('a signed request waits, is shown to the owner and admins, and an admin can
   expect(
     (await trusteeClient('tina').trusteeRecoveries()).filter((r) => r.username === 'uma'),
   ).toEqual([]);
-  const early = await wrapKey(new Uint8Array(32), await generateKeyPair(), {
-    purpose: 'vault-recovery',
-    recipient: 'x',
-  });
+  const early = await wrapKey(
+    new Uint8Array(32),
+    await generateKeyPair(),
+    vaultRecoveryContext('uma', 'tina', req.id),
+  );
   await expect(trusteeClient('tina').approveRecovery(req.id, early)).rejects.toMatchObject({
     status: 409,
     reason: 'recovery_waiting',
