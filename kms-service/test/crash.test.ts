@@ -10,14 +10,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
-import { randomBytes } from 'node:crypto';
-import { encodePublicKey, fingerprint } from '@tre/crypto';
 import { exportLines, verifyAuditLines } from '../src/audit.js';
-import { migrate, openDatabase } from '../src/db.js';
-import { FileStore } from '../src/store/files.js';
-import { KeyStore } from '../src/store/keys.js';
-import { PeopleStore } from '../src/store/people.js';
-import { ProjectStore } from '../src/store/projects.js';
+import { openDatabase } from '../src/db.js';
+import { seedConsentedProject } from '../src/bench/seed.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 let dir: string;
@@ -223,74 +218,17 @@ test('two serving processes: writes interleave on one valid chain, a killed work
   expect(r).toMatchObject({ ok: true });
 }, 180_000);
 
-/** A consented project with one visible file whose key `stormy` (its PI) may fetch. */
-function seedRelease(dbPath: string): string {
-  const db = openDatabase(dbPath);
-  migrate(db);
-  const now = new Date().toISOString();
-  const later = new Date(Date.now() + 365 * 86400e3).toISOString();
-  const people = new PeopleStore(db);
-  const projects = new ProjectStore(db);
-  const pk = randomBytes(32);
-  const kid = fingerprint('x25519', pk);
-  const wrapped = JSON.stringify({
-    v: 1,
-    kid,
-    kem: 'x25519',
-    enc: randomBytes(32).toString('base64url'),
-    ct: randomBytes(48).toString('base64url'),
-  });
-  const fileId = randomBytes(16).toString('hex');
-  db.transaction(() => {
-    for (const u of ['stormy', 'boss']) {
-      people.upsert(u, 'Storm Inc', null, now);
-      people.acceptAgreement(u, '1', now);
-      for (const kind of ['hpc', 'data_awareness', 'tre_rules'] as const) {
-        people.recordTraining(u, kind, now, later, 'seed');
-      }
-    }
-    projects.create('storm', 'storm', '', 'stormy', now);
-    for (const [u, role] of [
-      ['stormy', 'pi'],
-      ['boss', 'data_owner'],
-    ] as const) {
-      projects.addMember({
-        project_id: 'storm',
-        username: u,
-        role,
-        valid_from: null,
-        valid_until: later,
-        added_by: 'stormy',
-        added_at: now,
-      });
-    }
-    projects.consent('storm', 'boss', now);
-    new KeyStore(db).addEpoch({
-      project_id: 'storm',
-      epoch: 1,
-      kem: 'x25519',
-      kid,
-      public_key: encodePublicKey({ kem: 'x25519', kid, publicKey: pk }),
-      volume_wrapped: wrapped,
-      previous_wrapped: null,
-      created_by: 'stormy',
-      created_at: now,
-    });
-    projects.setEpoch('storm', 1);
-    new FileStore(db).insert(
-      { file_id: fileId, epoch: 1, size: 1, sha256: '0'.repeat(64), wrapped },
-      'storm',
-      'stormy',
-      now,
-    );
-  })();
-  db.close();
-  return fileId;
-}
-
 test('kill -9 during a storm of key releases: every acknowledged release has its audit entry', async () => {
   const port = 20000 + ((process.pid + 3571) % 20000);
-  const fileId = seedRelease(join(dir, 'kms3.sqlite'));
+  // A consented project with one visible file whose key `stormy` (its PI) may fetch.
+  const fileId = seedConsentedProject(join(dir, 'kms3.sqlite'), {
+    project: 'storm',
+    pi: 'stormy',
+    dataOwner: 'boss',
+    organisation: 'Storm Inc',
+    files: 1,
+    fileSize: 1,
+  });
   writeFileSync(
     join(dir, 'kms.yaml'),
     'database: kms3.sqlite\nauditKey: audit3.pem\ncheckpointEvery: 100\nlogLevel: warn\nagreementVersion: "1"\n',

@@ -22,13 +22,9 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import autocannon from 'autocannon';
-import { encodePublicKey, fingerprint } from '@tre/crypto';
 import { AuditLog, AuditSigner, exportLines } from '../audit.js';
 import { migrate, openDatabase } from '../db.js';
-import { FileStore } from '../store/files.js';
-import { KeyStore } from '../store/keys.js';
-import { PeopleStore } from '../store/people.js';
-import { ProjectStore } from '../store/projects.js';
+import { seedConsentedProject } from './seed.js';
 
 // BENCH_KMS_CLI runs another build of tre-kms (e.g. main's) under the same load, for A/B runs.
 const CLI = process.env.BENCH_KMS_CLI ?? fileURLToPath(new URL('../cli.js', import.meta.url));
@@ -55,83 +51,6 @@ function cpuSeconds(pid: number): number {
 const CLOCK_TICKS = Number(execFileSync('getconf', ['CLK_TCK']).toString().trim()) || 100;
 
 const median = (xs: number[]): number => [...xs].sort((a, b) => a - b)[Math.floor(xs.length / 2)]!;
-const b64 = (n: number): string => randomBytes(n).toString('base64url');
-const fakeWrapped = (kid: string): string =>
-  JSON.stringify({ v: 1, kid, kem: 'x25519', enc: b64(32), ct: b64(48) });
-function fakeKey(): { text: string; kid: string } {
-  const pk = randomBytes(32);
-  const kid = fingerprint('x25519', pk);
-  return { text: encodePublicKey({ kem: 'x25519', kid, publicKey: pk }), kid };
-}
-
-function seed(dbPath: string): string {
-  const db = openDatabase(dbPath);
-  migrate(db);
-  const now = new Date().toISOString();
-  const later = new Date(Date.now() + 365 * 86400e3).toISOString();
-  const people = new PeopleStore(db);
-  const projects = new ProjectStore(db);
-  const keys = new KeyStore(db);
-  const files = new FileStore(db);
-  let firstFile = '';
-  db.transaction(() => {
-    for (const u of ['bench-pi', 'bench-do']) {
-      people.upsert(u, 'Bench', null, now);
-      people.acceptAgreement(u, '1', now);
-      for (const kind of ['hpc', 'data_awareness', 'tre_rules'] as const) {
-        people.recordTraining(u, kind, now, later, 'bench');
-      }
-    }
-    projects.create('bench', 'bench', '', 'bench-pi', now);
-    for (const [u, role] of [
-      ['bench-pi', 'pi'],
-      ['bench-do', 'data_owner'],
-    ] as const) {
-      projects.addMember({
-        project_id: 'bench',
-        username: u,
-        role,
-        valid_from: null,
-        valid_until: later,
-        added_by: 'bench-pi',
-        added_at: now,
-      });
-    }
-    projects.consent('bench', 'bench-do', now);
-    const pk = fakeKey();
-    keys.addEpoch({
-      project_id: 'bench',
-      epoch: 1,
-      kem: 'x25519',
-      kid: pk.kid,
-      public_key: pk.text,
-      volume_wrapped: fakeWrapped(pk.kid),
-      previous_wrapped: null,
-      created_by: 'bench-pi',
-      created_at: now,
-    });
-    projects.setEpoch('bench', 1);
-    for (let i = 0; i < FILES; i++) {
-      const id = randomBytes(16).toString('hex');
-      if (i === 0) firstFile = id;
-      files.insert(
-        {
-          file_id: id,
-          epoch: 1,
-          size: 1 << 20,
-          sha256: randomBytes(32).toString('hex'),
-          wrapped: fakeWrapped(pk.kid),
-        },
-        'bench',
-        'bench-do',
-        now,
-      );
-    }
-  })();
-  db.close();
-  return firstFile;
-}
-
 async function main(): Promise<void> {
   const dir = mkdtempSync(join(tmpdir(), 'tre-kms-bench-'));
   const results: Record<string, unknown> = {};
@@ -150,7 +69,14 @@ async function main(): Promise<void> {
   const port = 30000 + (process.pid % 20000);
   const dbPath = join(dir, 'kms.sqlite');
   const t0 = performance.now();
-  const fileId = seed(dbPath);
+  const fileId = seedConsentedProject(dbPath, {
+    project: 'bench',
+    pi: 'bench-pi',
+    dataOwner: 'bench-do',
+    organisation: 'Bench',
+    files: FILES,
+    fileSize: 1 << 20,
+  });
   console.log(`seeded ${FILES} files in ${((performance.now() - t0) / 1000).toFixed(1)} s`);
   // BENCH_SERVER_ARGS, e.g. "--cpu-prof --cpu-prof-dir=/tmp/prof", profiles the server.
   const serverArgs = (process.env.BENCH_SERVER_ARGS ?? '').split(' ').filter(Boolean);
