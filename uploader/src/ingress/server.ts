@@ -280,6 +280,7 @@ export class IngressServer {
       srv.closeAllConnections();
       await new Promise<void>((r) => srv.close(() => r()));
     }
+    await this.files.close();
     this.store.close();
   }
 
