@@ -85,14 +85,8 @@ export class AlignedFileStore extends FileStore {
           record.head = Buffer.concat([record.head.subarray(0, pos), take]);
         }
         let off = 0;
-        while (off < chunk.length) {
+        while (off < chunk.length && unit) {
           const take = Math.min(chunk.length - off, end - pos);
-          if (take <= 0) {
-            // Beyond the declared size (tus refuses that before): stop hashing.
-            unit = undefined;
-            pos += chunk.length - off;
-            break;
-          }
           unit.set(
             off === 0 && take === chunk.length ? chunk : chunk.subarray(off, off + take),
             fill,
@@ -107,11 +101,13 @@ export class AlignedFileStore extends FileStore {
               () => undefined,
             );
             hashes.push(p);
-            unit = hasher.buffer();
+            // Past the file's end nothing more is hashed (tus refuses such bytes before).
+            unit = pos < size ? hasher.buffer() : undefined;
             fill = 0;
             end = unitEnd(unitAt(pos, size), size);
           }
         }
+        pos += chunk.length - off;
         // At most a few units wait for the hashing thread: the body is read no faster.
         const behind = hashes.length - settled - MAX_UNHASHED;
         if (behind > 0)
@@ -129,6 +125,7 @@ export class AlignedFileStore extends FileStore {
     } catch {
       failed = true;
     }
+    if (unit) hasher.release(unit);
     if (record) {
       // The units that passed whole stay known, also after a failed write (whose torn tail is
       // cut off below).

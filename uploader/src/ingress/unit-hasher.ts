@@ -37,7 +37,7 @@ export class UnitHasher {
     // An idle hasher does not keep the process alive.
     this.worker.unref();
     this.worker.on('message', (m: HashDone) => {
-      if (this.free.length < SPARE && m.buf.byteLength === this.unitBytes) this.free.push(m.buf);
+      this.release(new Uint8Array(m.buf));
       const w = this.waiting.get(m.id);
       this.waiting.delete(m.id);
       w?.resolve(m.hash);
@@ -54,6 +54,13 @@ export class UnitHasher {
   /** A buffer of unitBytes to fill with one unit. */
   buffer(): Uint8Array {
     return new Uint8Array(this.free.pop() ?? new ArrayBuffer(this.unitBytes));
+  }
+
+  /** Gives back a buffer from buffer() that was not handed to hash(). */
+  release(buf: Uint8Array): void {
+    if (this.free.length < SPARE && buf.buffer.byteLength === this.unitBytes) {
+      this.free.push(buf.buffer as ArrayBuffer);
+    }
   }
 
   /** Hashes the first `length` bytes of `buf` (from buffer()), which must not be used after. */
