@@ -4,6 +4,7 @@
  * result at its final offset in another (whole files: no copies through the main thread).
  * Errors travel back as plain data because thrown errors lose their class crossing threads.
  */
+import { createHash } from 'node:crypto';
 import { readSync, writeSync } from 'node:fs';
 import { move } from 'piscina';
 import { ContentCipher, PLAIN_BLOCK, blockCipherOffset } from './contentenc.js';
@@ -29,6 +30,19 @@ export interface ContentFileTask extends TaskBase {
   length: number;
 }
 
+/**
+ * `length` plaintext bytes of the block range at `firstBlockNo`, read from `srcFd` and sealed.
+ * The result is the ciphertext followed by the 32-byte SHA-256 of `hashPrefix` and the
+ * ciphertext (one transferable buffer), so a caller that must hash what it sends spends no time
+ * of its own on it.
+ */
+export interface ContentSealTask extends TaskBase {
+  op: 'encrypt';
+  srcFd: number;
+  length: number;
+  hashPrefix: Uint8Array;
+}
+
 /** Output bytes (transferred, not copied), bytes written for a file task, or a typed error. */
 export type ContentTaskResult = Uint8Array | number | { code: CryptoErrorCode; message: string };
 
@@ -36,6 +50,8 @@ export type ContentTaskResult = Uint8Array | number | { code: CryptoErrorCode; m
  * Per-thread input and output buffers, reused across file tasks: a fresh 1 MiB buffer per task
  * means fresh pages, and page faults serialise the threads on the process's memory map lock.
  */
+const SHA256_LEN = 32;
+
 let inBuf: Buffer = Buffer.alloc(0);
 let outBuf: Buffer = Buffer.alloc(0);
 
@@ -76,10 +92,23 @@ function runFile(cipher: ContentCipher, task: ContentFileTask): number {
   return output.length;
 }
 
-export default function run(task: ContentTask | ContentFileTask): ContentTaskResult {
+function runSeal(cipher: ContentCipher, task: ContentSealTask): Uint8Array {
+  const input = readExact(task.srcFd, task.length, task.firstBlockNo * PLAIN_BLOCK);
+  const len = ContentCipher.blocksCipherLength(input.length);
+  // A buffer of its own (never a slice of Node's shared pool), so it can be transferred.
+  const out = Buffer.allocUnsafeSlow(len + SHA256_LEN);
+  const sealed = cipher.encryptBlocks(input, task.firstBlockNo, task.fileId, out.subarray(0, len));
+  createHash('sha256').update(task.hashPrefix).update(sealed).digest().copy(out, len);
+  return move(out) as Uint8Array;
+}
+
+export default function run(
+  task: ContentTask | ContentFileTask | ContentSealTask,
+): ContentTaskResult {
   let cipher: ContentCipher | undefined;
   try {
     cipher = new ContentCipher(task.key);
+    if ('hashPrefix' in task) return runSeal(cipher, task);
     if (!('data' in task)) return runFile(cipher, task);
     const len =
       task.op === 'encrypt'

@@ -26,7 +26,12 @@ import {
 } from './contentenc.js';
 import { writeFileAtomic } from './content-stream.js';
 import type { EncryptStreamOptions } from './content-stream.js';
-import type { ContentFileTask, ContentTask, ContentTaskResult } from './content-worker.js';
+import type {
+  ContentFileTask,
+  ContentSealTask,
+  ContentTask,
+  ContentTaskResult,
+} from './content-worker.js';
 import { AuthenticationError, CryptoError, FormatError, InvalidArgumentError } from './errors.js';
 import type { CryptoErrorCode } from './errors.js';
 
@@ -66,7 +71,11 @@ function rebuildError(code: CryptoErrorCode, message: string): CryptoError {
 export class ContentWorkerPool {
   readonly threads: number;
   readonly chunkBlocks: number;
-  private readonly pool: Piscina<ContentTask | ContentFileTask, ContentTaskResult>;
+  private readonly running = new Set<Promise<ContentTaskResult>>();
+  private readonly pool: Piscina<
+    ContentTask | ContentFileTask | ContentSealTask,
+    ContentTaskResult
+  >;
 
   constructor(opts: ContentWorkerPoolOptions = {}) {
     this.threads = opts.threads ?? availableParallelism();
@@ -99,7 +108,7 @@ export class ContentWorkerPool {
     transfer = false,
   ): Promise<Buffer> {
     const task: ContentTask = { op, key, fileId, firstBlockNo, data };
-    const result = await this.pool.run(
+    const result = await this.submit(
       task,
       transfer ? { transferList: [data.buffer as ArrayBuffer] } : {},
     );
@@ -108,6 +117,41 @@ export class ContentWorkerPool {
     if (typeof result === 'number')
       throw new Error('worker answered a block task with a byte count');
     throw rebuildError(result.code, result.message);
+  }
+
+  /**
+   * Reads `length` bytes of plaintext (whole blocks, the last one may be short) of the block
+   * range at `firstBlockNo` from the open file `srcFd` on a worker, seals them there and hashes
+   * them there: the SHA-256 covers `hashPrefix` (e.g. the file header before the first range)
+   * followed by the ciphertext. The file descriptor must stay open until the promise settles.
+   */
+  async sealRange(
+    key: Uint8Array,
+    fileId: Uint8Array,
+    firstBlockNo: number,
+    srcFd: number,
+    length: number,
+    hashPrefix: Uint8Array = new Uint8Array(0),
+  ): Promise<{ data: Buffer; sha256: Buffer }> {
+    assertKey(key);
+    if (fileId.length !== FILE_ID_LEN) {
+      throw new InvalidArgumentError(`file ID must be ${FILE_ID_LEN} bytes, got ${fileId.length}`);
+    }
+    const task: ContentSealTask = {
+      op: 'encrypt',
+      key,
+      fileId,
+      firstBlockNo,
+      srcFd,
+      length,
+      hashPrefix,
+    };
+    const result = await this.submit(task);
+    if (typeof result === 'number')
+      throw new Error('worker answered a seal task with a byte count');
+    if (!(result instanceof Uint8Array)) throw rebuildError(result.code, result.message);
+    const all = Buffer.from(result.buffer, result.byteOffset, result.byteLength);
+    return { data: all.subarray(0, all.length - 32), sha256: all.subarray(all.length - 32) };
   }
 
   /** Like createEncryptStream, with the blocks sealed on the pool. */
@@ -173,7 +217,23 @@ export class ContentWorkerPool {
 
   /** Stops the worker threads; pending tasks fail. */
   async destroy(): Promise<void> {
+    // Piscina reports the answer of a task still running at destroy() as an unhandled 'error'
+    // event; tasks given up by their caller (a prefetch after an abort) are let finish first.
+    await Promise.allSettled(this.running);
     await this.pool.destroy();
+  }
+
+  private submit(
+    task: ContentTask | ContentFileTask | ContentSealTask,
+    opts: { transferList?: ArrayBuffer[] } = {},
+  ): Promise<ContentTaskResult> {
+    const p = this.pool.run(task, opts);
+    this.running.add(p);
+    const forget = (): void => {
+      this.running.delete(p);
+    };
+    p.then(forget, forget);
+    return p;
   }
 
   private async transformFile(
@@ -227,7 +287,7 @@ export class ContentWorkerPool {
           length: Math.min(chunkBytes, inputLen - i * chunkBytes),
         };
         try {
-          const result = await this.pool.run(task);
+          const result = await this.submit(task);
           if (typeof result === 'object' && !(result instanceof Uint8Array)) {
             throw rebuildError(result.code, result.message);
           }

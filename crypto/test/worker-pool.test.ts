@@ -6,14 +6,15 @@
  */
 import { afterAll, beforeAll, describe, expect, it } from '@jest/globals';
 import fc from 'fast-check';
-import { randomBytes } from 'node:crypto';
-import { mkdtemp, readFile, readdir, rm, writeFile } from 'node:fs/promises';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdtemp, open, readFile, readdir, rm, writeFile } from 'node:fs/promises';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { Readable } from 'node:stream';
 import { buffer } from 'node:stream/consumers';
 import {
   CIPHER_BLOCK,
+  ContentCipher,
   HEADER_LEN,
   PLAIN_BLOCK,
   createHeader,
@@ -140,6 +141,46 @@ describe('ContentWorkerPool', () => {
     await rm(join(dir, 'c'));
     await rm(join(dir, 'b'));
   }, 60_000);
+
+  it('sealRange reads, seals and hashes a block range on a worker', async () => {
+    const plain = randomBytes(5 * PLAIN_BLOCK + 77);
+    await writeFile(join(dir, 'r'), plain);
+    const fh = await open(join(dir, 'r'), 'r');
+    try {
+      const header = createHeader();
+      const fileId = header.subarray(2);
+      const c = new ContentCipher(KEY);
+      await fc.assert(
+        fc.asyncProperty(
+          fc.integer({ min: 0, max: 5 }),
+          fc.integer({ min: 1, max: 6 }),
+          fc.boolean(),
+          async (first, blocks, withPrefix) => {
+            const length = Math.min(blocks * PLAIN_BLOCK, plain.length - first * PLAIN_BLOCK);
+            const prefix = withPrefix ? header : new Uint8Array(0);
+            const got = await pool.sealRange(KEY, fileId, first, fh.fd, length, prefix);
+            expect(got.data.length).toBe(ContentCipher.blocksCipherLength(length));
+            const want = createHash('sha256').update(prefix).update(got.data).digest();
+            expect(got.sha256.equals(want)).toBe(true);
+            const opened = c.decryptBlocks(got.data, first, fileId);
+            const at = first * PLAIN_BLOCK;
+            expect(opened.equals(plain.subarray(at, at + length))).toBe(true);
+          },
+        ),
+        { numRuns: 30 },
+      );
+      c.destroy();
+      await expect(
+        pool.sealRange(KEY, fileId, 6, fh.fd, PLAIN_BLOCK, new Uint8Array(0)),
+      ).rejects.toThrow(FormatError);
+      await expect(pool.sealRange(KEY, fileId.subarray(1), 0, fh.fd, 10)).rejects.toThrow(
+        InvalidArgumentError,
+      );
+    } finally {
+      await fh.close();
+      await rm(join(dir, 'r'));
+    }
+  });
 
   it('encrypts and decrypts files atomically, leaving nothing behind on failure', async () => {
     const plain = randomBytes(5 * 1024 * 1024 + 11);

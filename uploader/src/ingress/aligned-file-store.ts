@@ -4,13 +4,11 @@
  * cannot re-create those exact bytes (random nonces), so the torn tail is cut off and the
  * offset the client resumes from is always a unit boundary.
  *
- * It also hashes every unit as it passes on its way to the file, so a finished upload's
- * digest is known without reading the file again. The hashes live in memory only: after a
+ * It also hashes every unit as it passes on its way to the file (on a thread of its own, see
+ * unit-hasher.ts), so a finished upload's digest is known without reading the file again. The hashes live in memory only: after a
  * restart (or any write this process did not see from the file's start) `written` answers
  * undefined and the caller reads the stored file instead.
  */
-import { createHash } from 'node:crypto';
-import type { Hash } from 'node:crypto';
 import { createWriteStream } from 'node:fs';
 import { truncate } from 'node:fs/promises';
 import { join } from 'node:path';
@@ -21,7 +19,11 @@ import { ERRORS } from '@tus/utils';
 import type { Upload } from '@tus/utils';
 import type { Readable } from 'node:stream';
 import { HEADER_LEN } from '@tre/crypto';
-import { alignDown, unitAt, unitCount, unitEnd } from '../units.js';
+import { UNIT_CIPHER, alignDown, unitAt, unitCount, unitEnd } from '../units.js';
+import { UnitHasher } from './unit-hasher.js';
+
+/** Units received but not yet hashed, per write, before reading the body pauses. */
+const MAX_UNHASHED = 4;
 
 interface Hashed {
   size: number;
@@ -34,6 +36,13 @@ interface Hashed {
 export class AlignedFileStore extends FileStore {
   private readonly hashed = new Map<string, Hashed>();
   private readonly sizes = new Map<string, number>();
+  /** Unit 0 carries the header: the largest unit. */
+  private readonly hasher = new UnitHasher(HEADER_LEN + UNIT_CIPHER);
+
+  /** Stops the hashing thread. */
+  async close(): Promise<void> {
+    await this.hasher.close();
+  }
 
   override async create(file: Upload): Promise<Upload> {
     const created = await super.create(file);
@@ -54,40 +63,59 @@ export class AlignedFileStore extends FileStore {
     } else {
       h.units.length = unitAt(offset, size);
     }
-    const units = h?.units;
     const record = h;
+    const hasher = this.hasher;
     let pos = offset;
     let end = size !== undefined ? unitEnd(unitAt(offset, size), size) : 0;
-    let hash: Hash | undefined = units ? createHash('sha256') : undefined;
+    // Whole units go to the hashing thread as they fill up, in order; their digests are
+    // collected once the body is written.
+    let unit: Uint8Array | undefined = record ? hasher.buffer() : undefined;
+    let fill = 0;
+    const hashes: Promise<string>[] = [];
+    let settled = 0;
     const hashing = new Transform({
       transform(chunk: Buffer, _enc, done) {
-        if (units && hash && size !== undefined) {
-          if (record && pos < HEADER_LEN) {
-            const take = chunk.subarray(0, HEADER_LEN - pos);
-            record.head = Buffer.concat([record.head.subarray(0, pos), take]);
-          }
-          let off = 0;
-          while (off < chunk.length) {
-            const take = Math.min(chunk.length - off, end - pos);
-            if (take <= 0) {
-              hash = undefined;
-              break;
-            }
-            hash.update(
-              off === 0 && take === chunk.length ? chunk : chunk.subarray(off, off + take),
+        if (!record || !unit || size === undefined) {
+          pos += chunk.length;
+          done(null, chunk);
+          return;
+        }
+        if (pos < HEADER_LEN) {
+          const take = chunk.subarray(0, HEADER_LEN - pos);
+          record.head = Buffer.concat([record.head.subarray(0, pos), take]);
+        }
+        let off = 0;
+        while (off < chunk.length && unit) {
+          const take = Math.min(chunk.length - off, end - pos);
+          unit.set(
+            off === 0 && take === chunk.length ? chunk : chunk.subarray(off, off + take),
+            fill,
+          );
+          fill += take;
+          off += take;
+          pos += take;
+          if (pos === end) {
+            const p = hasher.hash(unit, fill);
+            p.then(
+              () => settled++,
+              () => undefined,
             );
-            off += take;
-            pos += take;
-            if (pos === end) {
-              units.push(hash.digest('hex'));
-              hash = createHash('sha256');
-              end = unitEnd(unitAt(pos, size), size);
-            }
+            hashes.push(p);
+            // Past the file's end nothing more is hashed (tus refuses such bytes before).
+            unit = pos < size ? hasher.buffer() : undefined;
+            fill = 0;
+            end = unitEnd(unitAt(pos, size), size);
           }
-        } else pos += chunk.length;
-        done(null, chunk);
+        }
+        pos += chunk.length - off;
+        // At most a few units wait for the hashing thread: the body is read no faster.
+        const behind = hashes.length - settled - MAX_UNHASHED;
+        if (behind > 0)
+          hashes[hashes.length - 1 - MAX_UNHASHED]!.then(() => done(null, chunk), done);
+        else done(null, chunk);
       },
     });
+    let failed = false;
     try {
       await pipeline(
         readable,
@@ -95,6 +123,21 @@ export class AlignedFileStore extends FileStore {
         createWriteStream(this.pathOf(id), { flags: 'r+', start: offset }),
       );
     } catch {
+      failed = true;
+    }
+    if (unit) hasher.release(unit);
+    if (record) {
+      // The units that passed whole stay known, also after a failed write (whose torn tail is
+      // cut off below).
+      for (const r of await Promise.allSettled(hashes)) {
+        if (r.status !== 'fulfilled') {
+          this.hashed.delete(id);
+          break;
+        }
+        record.units.push(r.value);
+      }
+    }
+    if (failed) {
       await this.dropTornUnit(id).catch(() => undefined);
       throw ERRORS.FILE_WRITE_ERROR;
     }

@@ -280,6 +280,7 @@ export class IngressServer {
       srv.closeAllConnections();
       await new Promise<void>((r) => srv.close(() => r()));
     }
+    await this.files.close();
     this.store.close();
   }
 
@@ -1153,7 +1154,9 @@ export class IngressServer {
     app.use((req, res, next) => {
       const t0 = process.hrtime.bigint();
       res.on('finish', () => {
-        this.log.info(
+        // Every chunk is a request: successful ones at debug, so the log does not cost a
+        // synchronous write per chunk (the audit log records what was decided).
+        this.log[res.statusCode < 400 ? 'debug' : 'info'](
           {
             method: req.method,
             path: req.path,

@@ -84,7 +84,8 @@ CREATE TABLE IF NOT EXISTS uploads (
 CREATE UNIQUE INDEX IF NOT EXISTS uploads_live_path ON uploads(project, dir_path, entry)
   WHERE state != 'deleted';
 CREATE INDEX IF NOT EXISTS uploads_request ON uploads(request_id);
-CREATE INDEX IF NOT EXISTS uploads_user ON uploads(username, state);
+DROP INDEX IF EXISTS uploads_user;
+CREATE INDEX IF NOT EXISTS uploads_user_size ON uploads(username, state, size);
 CREATE TABLE IF NOT EXISTS audit (
   seq INTEGER PRIMARY KEY, time TEXT NOT NULL, actor TEXT NOT NULL, action TEXT NOT NULL,
   object TEXT NOT NULL, result TEXT NOT NULL, prev_hash TEXT NOT NULL, hash TEXT NOT NULL);
@@ -106,6 +107,8 @@ export function auditHash(prev: string, e: Omit<AuditRow, 'hash' | 'prev_hash'>)
 export class IngressStore {
   readonly db: Database.Database;
   private readonly statements = new Map<string, Database.Statement>();
+  /** One wrapper for every transaction: better-sqlite3 builds five functions per wrapper. */
+  private readonly inTx: (fn: () => unknown) => unknown;
 
   constructor(path: string) {
     this.db = new Database(path);
@@ -114,6 +117,7 @@ export class IngressStore {
     this.db.pragma('secure_delete = ON');
     this.db.pragma('busy_timeout = 5000');
     this.db.exec(SCHEMA);
+    this.inTx = this.db.transaction((fn: () => unknown) => fn());
   }
 
   close(): void {
@@ -137,7 +141,7 @@ export class IngressStore {
   }
 
   tx<T>(fn: () => T): T {
-    return this.db.transaction(fn)();
+    return this.inTx(fn) as T;
   }
 
   now(): string {
