@@ -75,8 +75,11 @@ const MAX_BATCH = 1024 * 1024;
 const SMALL_FRAME = 4096;
 // While the VNC server is still sending a message body it announced (the pixels of a large
 // rectangle), what arrived is held for up to this long after the last read, or until
-// MAX_BATCH is reached, so that a large update leaves in a few large frames.
+// MAX_BATCH is reached, so that a large update leaves in a few large frames. Only while the
+// proxy has at most HOLD_MAX_SESSIONS sessions: with 50 sessions streaming at once, holding
+// raised the proxy's CPU time per MB from 0.9 to 1.6 ms (bench, 50 concurrent sessions).
 const HOLD_MS = 2;
+const HOLD_MAX_SESSIONS = 4;
 const CLOSE_GRACE_MS = 2000;
 const TARGET_CONNECT_TIMEOUT_MS = 10_000;
 
@@ -413,7 +416,9 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
     const settle = () => {
       flushScheduled = false;
       if (outboxBytes === 0) return;
-      if (filter.serverBodyPending === 0 || ended) return flush();
+      if (filter.serverBodyPending === 0 || ended || sessions.size > HOLD_MAX_SESSIONS) {
+        return flush();
+      }
       if (holdTimer) holdTimer.refresh();
       else holdTimer = setTimeout(flush, HOLD_MS).unref();
     };
