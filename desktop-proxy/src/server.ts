@@ -73,6 +73,13 @@ const MAX_BATCH = 1024 * 1024;
 // Frames up to this size are copied into one buffer with their header rather than written
 // as a header plus pieces (a copy of a few kB costs less than a writev with a callback).
 const SMALL_FRAME = 4096;
+// While the VNC server is still sending a message body it announced (the pixels of a large
+// rectangle), what arrived is held for up to this long after the last read, or until
+// MAX_BATCH is reached, so that a large update leaves in a few large frames. Only while the
+// proxy has at most HOLD_MAX_SESSIONS sessions: with 50 sessions streaming at once, holding
+// raised the proxy's CPU time per MB from 0.9 to 1.6 ms (bench, 50 concurrent sessions).
+const HOLD_MS = 2;
+const HOLD_MAX_SESSIONS = 4;
 const CLOSE_GRACE_MS = 2000;
 const TARGET_CONNECT_TIMEOUT_MS = 10_000;
 
@@ -333,12 +340,13 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
     let tcpPaused = false;
     let wsPaused = false;
     let idleTimer: NodeJS.Timeout | undefined;
-    // What the filter lets through from the VNC server is gathered over the reads of one
-    // event-loop turn and written to the browser as one binary WebSocket frame: a header and
-    // the pieces, in one system call, with no copying. The frame goes out as soon as a read
-    // leaves the VNC socket drained (nothing else can arrive in this turn, so waiting would
-    // only add latency), or after the turn's last read (setImmediate runs right after the
-    // current I/O phase) while reads keep filling their buffers. Small frames are copied into
+    // What the filter lets through from the VNC server is gathered over several reads and
+    // written to the browser as one binary WebSocket frame: a header and the pieces, in one
+    // system call, with no copying. The frame goes out as soon as a read leaves the VNC
+    // socket drained (nothing else can arrive in this turn, so waiting would only add
+    // latency), or after the turn's last read (setImmediate runs right after the current I/O
+    // phase) while reads keep filling their buffers - except in the middle of a message body
+    // the server announced, whose rest is certain to follow (see settle). Small frames are copied into
     // one buffer with their header: one plain write, no completion callback to wait for
     // before their read slab can be reused. The frame is written to the socket directly rather
     // than through ws's sender, which would frame (and call back for) every piece; ws still
@@ -348,6 +356,7 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
     let outboxBytes = 0;
     let flushScheduled = false;
     let pushing = false;
+    let holdTimer: NodeJS.Timeout | undefined;
 
     tcp.setNoDelay(true);
     metrics.connections.inc();
@@ -400,6 +409,20 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
       }
     };
 
+    // The VNC socket is drained for now: send what is gathered, unless the rest of a message
+    // body is certain to follow (each read of a unix socket returns at most what the server's
+    // send buffer holds, about 200 kB; a frame per read costs the proxy and the browser a
+    // write and a wake-up each). The timer bounds the wait should the server stall.
+    const settle = () => {
+      flushScheduled = false;
+      if (outboxBytes === 0) return;
+      if (filter.serverBodyPending === 0 || ended || sessions.size > HOLD_MAX_SESSIONS) {
+        return flush();
+      }
+      if (holdTimer) holdTimer.refresh();
+      else holdTimer = setTimeout(flush, HOLD_MS).unref();
+    };
+
     const filter = new RfbFilter({
       toClient: (chunk) => {
         holdReadBuffer(chunk);
@@ -408,7 +431,7 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
         if (outboxBytes >= MAX_BATCH) flush();
         else if (!pushing && !flushScheduled) {
           flushScheduled = true;
-          setImmediate(flush);
+          setImmediate(settle);
         }
       },
       toServer: (chunk) => {
@@ -430,6 +453,8 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
       ended = true;
       sessions.delete(end);
       clearTimeout(idleTimer);
+      clearTimeout(holdTimer);
+      flush();
       release();
       metrics.active.dec();
       metrics.disconnects.labels(reason).inc();
@@ -475,10 +500,10 @@ export function createDesktopProxy(options: DesktopProxyOptions): DesktopProxy {
       } finally {
         pushing = false;
       }
-      if (!more) flush();
+      if (!more) settle();
       else if (outboxBytes > 0 && !flushScheduled) {
         flushScheduled = true;
-        setImmediate(flush);
+        setImmediate(settle);
       }
     });
     // Small frames carry no completion callback; a drained browser socket resumes reading

@@ -466,4 +466,25 @@ describe('streaming', () => {
     expect(toClient[1]!.byteOffset).toBe(rest.byteOffset);
     expect(toClient[1]!.length).toBe(rest.length);
   });
+
+  it('reports how much of an announced body is still to come from the server', () => {
+    const filter = new RfbFilter({ toServer: () => undefined, toClient: () => undefined });
+    expect(filter.serverBodyPending).toBe(0);
+    for (const [from, bytes] of handshake38(64, 48)) {
+      if (from === 'client') filter.pushFromClient(bytes);
+      else filter.pushFromServer(bytes);
+    }
+    const update = cat(fbu(rect(0, 0, 64, 48, 0)), Buffer.alloc(64 * 48 * 4, 7));
+    filter.pushFromServer(update.subarray(0, 10));
+    expect(filter.serverBodyPending).toBe(0); // inside a header: nothing announced yet
+    filter.pushFromServer(update.subarray(10, 116));
+    expect(filter.serverBodyPending).toBe(64 * 48 * 4 - 100);
+    filter.pushFromServer(update.subarray(116, update.length - 1));
+    expect(filter.serverBodyPending).toBe(1);
+    filter.pushFromServer(update.subarray(update.length - 1));
+    expect(filter.serverBodyPending).toBe(0);
+    // A dropped ServerCutText is not a body that will be forwarded.
+    filter.pushFromServer(cutText(3, Buffer.from('secret')).subarray(0, 9));
+    expect(filter.serverBodyPending).toBe(0);
+  });
 });

@@ -330,6 +330,61 @@ describe('backpressure', () => {
   }, 30_000);
 });
 
+describe('frames while a body is still arriving', () => {
+  test('a rectangle the server stops sending halfway reaches the browser up to where it stopped', async () => {
+    const path = join(xvnc.dir, 'stalling.sock');
+    let sendRest: () => void = () => {};
+    // Version, security None, ServerInit for 64x48 at 32 bpp; then, on the update request,
+    // the header and first half of a Raw rectangle, the rest only when the test says so.
+    const server = createServer((socket) => {
+      const init = Buffer.alloc(24);
+      init.writeUInt16BE(64, 0);
+      init.writeUInt16BE(48, 2);
+      Buffer.from([32, 24, 0, 1, 0, 255, 0, 255, 0, 255, 16, 8, 0, 0, 0, 0]).copy(init, 4);
+      const header = Buffer.alloc(16);
+      header.writeUInt16BE(1, 2);
+      header.writeUInt16BE(64, 8);
+      header.writeUInt16BE(48, 10);
+      const body = randomBytes(64 * 48 * 4);
+      const replies = [Buffer.from([1, 1]), Buffer.alloc(4), init];
+      socket.write('RFB 003.008\n');
+      let received = 0;
+      socket.on('error', () => socket.destroy());
+      socket.on('data', (d: Buffer) => {
+        const before = received;
+        received += d.length;
+        for (const [at, reply] of [12, 13, 14].entries()) {
+          if (before < reply && received >= reply) socket.write(replies[at] as Buffer);
+        }
+        if (before < 24 && received >= 24) {
+          socket.write(Buffer.concat([header, body.subarray(0, body.length / 2)]));
+          sendRest = () => socket.write(body.subarray(body.length / 2));
+        }
+      });
+    });
+    await new Promise<void>((r) => server.listen(path, r));
+    try {
+      const { ws } = await start({ target: `unix:${path}` });
+      const client = await mustOpen(`${ws}?ticket=${ticket()}`);
+      let bytes = (await client.next()).length;
+      client.ws.on('message', (d: Buffer) => (bytes += d.length));
+      for (const reply of ['RFB 003.008\n', '\x01', '\x01']) {
+        await new Promise((r) => setTimeout(r, 50));
+        client.ws.send(Buffer.from(reply, 'latin1'));
+      }
+      client.ws.send(Buffer.from([3, 0, 0, 0, 0, 0, 0, 64, 0, 48]));
+      const handshake = 12 + 2 + 4 + 24;
+      const half = 16 + (64 * 48 * 4) / 2;
+      await waitFor(() => bytes === handshake + half, 'the first half of the rectangle', 2000);
+      sendRest();
+      await waitFor(() => bytes === handshake + 16 + 64 * 48 * 4, 'the whole rectangle', 2000);
+      client.ws.terminate();
+    } finally {
+      await new Promise((r) => server.close(r));
+    }
+  });
+});
+
 /**
  * A VNC server that, once the client is initialised, pushes `updates` FramebufferUpdates of
  * random Raw rectangles, each followed by a ServerCutText carrying `marker`, in writes of

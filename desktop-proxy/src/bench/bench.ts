@@ -31,6 +31,8 @@ type Via = 'direct' | 'desktop-proxy' | 'websockify';
 interface Endpoint {
   name: string;
   socket: string;
+  /** The VNC server's process (synthetic server or Xvnc). */
+  serverPid: number;
   ours: { url: string; pid: number };
   websockify: { url: string; pid: number };
 }
@@ -76,7 +78,7 @@ function track(child: ChildProcess): ChildProcess {
   return child;
 }
 
-async function startXvnc(dir: string): Promise<string> {
+async function startXvnc(dir: string): Promise<{ socket: string; pid: number }> {
   const socket = join(dir, 'xvnc.sock');
   for (let attempt = 0; attempt < 5; attempt++) {
     const n = 100 + Math.floor(Math.random() * 800);
@@ -116,7 +118,7 @@ async function startXvnc(dir: string): Promise<string> {
     } catch {
       child.kill('SIGKILL');
     }
-    if (existsSync(socket)) return socket;
+    if (existsSync(socket)) return { socket, pid: child.pid as number };
   }
   throw new Error('Xvnc did not start');
 }
@@ -190,17 +192,23 @@ async function throughput(endpoint: Endpoint, via: Via, seconds: number) {
   const client = await session(endpoint, via);
   for (let i = 0; i < 3; i++) await client.update();
   const start = client.bytesReceived;
+  const frames0 = client.t.frames?.() ?? 0;
   const cpu0 = via === 'direct' ? 0 : cpuTree(pid);
+  const server0 = cpuTree(endpoint.serverPid);
   const viewer0 = process.cpuUsage();
   const t0 = performance.now();
   while (performance.now() - t0 < seconds * 1000) await client.update();
-  const mb = (client.bytesReceived - start) / 1e6;
+  const bytes = client.bytesReceived - start;
+  const mb = bytes / 1e6;
   const rate = mb / ((performance.now() - t0) / 1000);
   const viewer = process.cpuUsage(viewer0);
   const cpuMsPerMb = via === 'direct' ? 0 : ((cpuTree(pid) - cpu0) * 1000) / mb;
+  const serverMsPerMb = ((cpuTree(endpoint.serverPid) - server0) * 1000) / mb;
   const viewerMsPerMb = (viewer.user + viewer.system) / 1000 / mb;
+  const frames = (client.t.frames?.() ?? 0) - frames0;
+  const frameKb = frames > 0 ? bytes / frames / 1024 : 0;
   client.close();
-  return { rate, cpuMsPerMb, viewerMsPerMb };
+  return { rate, cpuMsPerMb, serverMsPerMb, viewerMsPerMb, frameKb };
 }
 
 /**
@@ -325,7 +333,7 @@ async function main(): Promise<number> {
   const seconds = option('--seconds', 3);
   const dir = await mkdtemp(join(tmpdir(), 'dp-bench-'));
   try {
-    const xvncSocket = await startXvnc(dir);
+    const xvnc = await startXvnc(dir);
     const synthSocket = join(dir, 'synthetic.sock');
     const synth = track(
       spawn(process.execPath, [fileURLToPath(import.meta.url), 'synthetic-server', synthSocket], {
@@ -334,13 +342,14 @@ async function main(): Promise<number> {
     );
     await waitFor(() => existsSync(synthSocket) || synth.exitCode !== null, 'synthetic server');
     const endpoints: Endpoint[] = [];
-    for (const [name, socket] of [
-      ['synthetic RFB server', synthSocket],
-      ['TigerVNC Xvnc', xvncSocket],
+    for (const [name, socket, serverPid] of [
+      ['synthetic RFB server', synthSocket, synth.pid as number],
+      ['TigerVNC Xvnc', xvnc.socket, xvnc.pid],
     ] as const) {
       endpoints.push({
         name,
         socket,
+        serverPid,
         ours: await startOurs(socket),
         websockify: await startWebsockify(socket),
       });
@@ -364,6 +373,13 @@ async function main(): Promise<number> {
       const tp: Record<Via, number[]> = { direct: [], 'desktop-proxy': [], websockify: [] };
       const cpu: Record<Via, number[]> = { direct: [], 'desktop-proxy': [], websockify: [] };
       const viewerCpu: Record<Via, number[]> = { direct: [], 'desktop-proxy': [], websockify: [] };
+      const serverCpu: Record<Via, number[]> = { direct: [], 'desktop-proxy': [], websockify: [] };
+      const pipelineCpu: Record<Via, number[]> = {
+        direct: [],
+        'desktop-proxy': [],
+        websockify: [],
+      };
+      const frameKb: Record<Via, number[]> = { direct: [], 'desktop-proxy': [], websockify: [] };
       for (let r = 0; r < (PARTS.has('throughput') ? runs : 0); r++) {
         // Alternate the order so that drifting background load hits both alike.
         const order =
@@ -375,6 +391,9 @@ async function main(): Promise<number> {
           tp[via].push(m.rate);
           cpu[via].push(m.cpuMsPerMb);
           viewerCpu[via].push(m.viewerMsPerMb);
+          serverCpu[via].push(m.serverMsPerMb);
+          pipelineCpu[via].push(m.serverMsPerMb + m.cpuMsPerMb + m.viewerMsPerMb);
+          frameKb[via].push(m.frameKb);
         }
       }
       if (PARTS.has('throughput')) {
@@ -395,6 +414,17 @@ async function main(): Promise<number> {
         );
         out(
           `| ${endpoint.name} | viewer CPU time per MB, ms (direct: ${f(median(viewerCpu.direct), 2)}) | ${f(median(viewerCpu['desktop-proxy']), 2)} | ${f(median(viewerCpu.websockify), 2)} | | |`,
+        );
+        out(
+          `| ${endpoint.name} | VNC server CPU time per MB, ms (direct: ${f(median(serverCpu.direct), 2)}) | ${f(median(serverCpu['desktop-proxy']), 2)} | ${f(median(serverCpu.websockify), 2)} | | |`,
+        );
+        const pipeOurs = median(pipelineCpu['desktop-proxy']);
+        const pipeTheirs = median(pipelineCpu.websockify);
+        out(
+          `| ${endpoint.name} | server + proxy + viewer CPU time per MB, ms (direct: ${f(median(pipelineCpu.direct), 2)}) | ${f(pipeOurs, 2)} | ${f(pipeTheirs, 2)} | ${f(pipeOurs / pipeTheirs, 2)}x | |`,
+        );
+        out(
+          `| ${endpoint.name} | WebSocket frame size seen by the viewer, kB (mean) | ${f(median(frameKb['desktop-proxy']), 0)} | ${f(median(frameKb.websockify), 0)} | | |`,
         );
       }
       if (!PARTS.has('latency')) continue;
@@ -435,10 +465,10 @@ async function main(): Promise<number> {
       );
     }
 
-    const xvnc = endpoints[1] as Endpoint;
+    const xvncEndpoint = endpoints[1] as Endpoint;
     if (PARTS.has('memory')) {
-      const memOurs = await memoryPerConnection(xvnc, 'desktop-proxy');
-      const memTheirs = await memoryPerConnection(xvnc, 'websockify');
+      const memOurs = await memoryPerConnection(xvncEndpoint, 'desktop-proxy');
+      const memTheirs = await memoryPerConnection(xvncEndpoint, 'websockify');
       out(
         `| TigerVNC Xvnc | memory per connection (PSS of proxy process tree, ${SESSIONS} sessions), kB | ${f(memOurs, 0)} | ${f(memTheirs, 0)} | ${f(memOurs / memTheirs, 2)}x | |`,
       );

@@ -65,6 +65,14 @@ export class RfbFilter {
     return this.failed ? 'closed' : this.session.phase;
   }
 
+  /**
+   * Bytes of a message body (pixels, compressed data) the server has announced in a header
+   * already forwarded but not sent yet: more of this message is certain to follow.
+   */
+  get serverBodyPending(): number {
+    return this.session.phase === 'normal' ? this.serverMessages.bodyPending : 0;
+  }
+
   pushFromClient(chunk: Buffer): void {
     this.push(chunk, this.fromClient, () => this.clientStep());
   }

@@ -46,6 +46,11 @@ export class ServerMessageParser {
 
   constructor(private readonly s: Session) {}
 
+  /** Bytes of the current message body that the server has announced and not sent yet. */
+  get bodyPending(): number {
+    return this.state === State.Body ? this.remaining : 0;
+  }
+
   run(r: ByteReader): void {
     while (r.available > 0) {
       switch (this.state) {
