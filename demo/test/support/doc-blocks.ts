@@ -85,6 +85,7 @@ function cliFolder(home: string): string {
 export function runBlock(
   b: Block,
   env: NodeJS.ProcessEnv = {},
+  timeoutMs = 180_000,
 ): { status: number | null; out: string } {
   const home = mkdtempSync(join(tmpdir(), 'tre-doc-home-'));
   try {
@@ -97,7 +98,8 @@ export function runBlock(
         ...env,
       },
       encoding: 'utf8',
-      timeout: 180_000,
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: timeoutMs,
     });
     return { status: r.status, out: `${r.stdout}${r.stderr}` };
   } finally {

@@ -6,7 +6,9 @@
  *   - batchspawner 1.3 (SlurmSpawner) starting a plain jupyterhub-singleuser, in its own venv
  *     (made at .tre-state/batchspawner-venv on the first run: pip install batchspawner==1.3.0),
  * alternating, median of the runs each; prints the TRE session's phases from the bridge's events.
- * Environment: TRE_BENCH_VENV (the TRE venv, default .venv), TRE_BENCH_BS_VENV.
+ * Environment: TRE_BENCH_VENV (the TRE venv, default .venv), TRE_BENCH_BS_VENV, BENCH_SMOKE=1 (one
+ * run each without warm-up, whatever --runs says: it shows the bench works, its numbers mean
+ * nothing).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -360,12 +362,15 @@ async function phases(h: Hub): Promise<string> {
 }
 
 async function main() {
-  const runs = arg('runs', 5);
+  const smoke = process.env.BENCH_SMOKE === '1';
+  const runs = smoke ? 1 : arg('runs', 5);
   run(join(REPO, 'scripts', 'slurm-local'), ['start']);
   ensureBatchspawnerVenv();
   const base = mkdtempSync(join(tmpdir(), 'tre-bench-sessions-'));
   const load = run('uptime', []).trim();
-  process.stdout.write(`sessions benchmark, ${runs} runs each, ${base}\nload: ${load}\n`);
+  process.stdout.write(
+    `sessions benchmark, ${runs} runs each, ${base}${smoke ? ' (BENCH_SMOKE: a smoke run, not a measurement)' : ''}\nload: ${load}\n`,
+  );
   const hubs: Hub[] = [];
   try {
     const tre = await treHub(base);
@@ -383,10 +388,12 @@ async function main() {
     }
     const times = { tre: [] as number[], bs: [] as number[] };
     // One warm-up each (page cache, Python bytecode), not counted.
-    process.stdout.write(
-      `  warm-up TRE ${(await once(tre, 'bench', { project: 'bench', hours: 1 }, 'tre-')).toFixed(2)} s\n`,
-    );
-    await once(bs, bsUser, {}, 'bs-bench');
+    if (!smoke) {
+      process.stdout.write(
+        `  warm-up TRE ${(await once(tre, 'bench', { project: 'bench', hours: 1 }, 'tre-')).toFixed(2)} s\n`,
+      );
+      await once(bs, bsUser, {}, 'bs-bench');
+    }
     for (let i = 0; i < runs; i++) {
       times.tre.push(await once(tre, 'bench', { project: 'bench', hours: 1 }, 'tre-'));
       process.stdout.write(`  run ${i + 1} TRE          ${times.tre.at(-1)?.toFixed(2)} s\n`);
