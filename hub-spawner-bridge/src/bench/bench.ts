@@ -167,12 +167,17 @@ async function startHub(dir: string, venv: string, spawner: (hubPort: number) =>
     },
   );
   const hub: Hub = { url, admin, proc, others: [], dir };
-  await waitFor(
-    'the hub',
-    async () => ((await api(hub, 'GET', '/')).status === 200 ? true : undefined),
-    120_000,
-    500,
-  );
+  try {
+    await waitFor(
+      'the hub',
+      async () => ((await api(hub, 'GET', '/')).status === 200 ? true : undefined),
+      120_000,
+      500,
+    );
+  } catch (err) {
+    await stop(proc);
+    throw err;
+  }
   return hub;
 }
 
@@ -297,6 +302,7 @@ projects:
         : undefined,
     60_000,
   );
+  // A hub that does not come up must not leave the bridge running.
   const hub = await startHub(
     dir,
     VENV,
@@ -304,7 +310,10 @@ projects:
 c.TreSpawner.bridge_url = '${bridgeUrl}'
 c.TreSpawner.bridge_token_file = '${dir}/token'
 `,
-  );
+  ).catch(async (err: unknown) => {
+    await stop(bridge);
+    throw err;
+  });
   hub.others.push(bridge);
   hub.bridgeApi = { url: bridgeUrl, token };
   return hub;
