@@ -2,7 +2,8 @@
  * The shell blocks of the guides. A fenced block's info string says how it is tested:
  *   ```sh        executed by demo/test/docs.test.ts, on its own
  *   ```sh demo   executed by demo/test/e2e.test.ts while the demo of the README runs
- *   ```sh site   needs an HPC site (Slurm, Apptainer, TLS, a real IdP): shown, not executed
+ *   ```sh site   written for an HPC site (Slurm, Apptainer, TLS, an IdP): executed by
+ *                docs.test.ts against local stand-ins where one can run, else listed with why
  */
 import { spawnSync } from 'node:child_process';
 import { mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
@@ -85,6 +86,7 @@ function cliFolder(home: string): string {
 export function runBlock(
   b: Block,
   env: NodeJS.ProcessEnv = {},
+  timeoutMs = 180_000,
 ): { status: number | null; out: string } {
   const home = mkdtempSync(join(tmpdir(), 'tre-doc-home-'));
   try {
@@ -97,7 +99,8 @@ export function runBlock(
         ...env,
       },
       encoding: 'utf8',
-      timeout: 180_000,
+      maxBuffer: 64 * 1024 * 1024,
+      timeout: timeoutMs,
     });
     return { status: r.status, out: `${r.stdout}${r.stderr}` };
   } finally {

@@ -6,7 +6,9 @@
  *   - batchspawner 1.3 (SlurmSpawner) starting a plain jupyterhub-singleuser, in its own venv
  *     (made at .tre-state/batchspawner-venv on the first run: pip install batchspawner==1.3.0),
  * alternating, median of the runs each; prints the TRE session's phases from the bridge's events.
- * Environment: TRE_BENCH_VENV (the TRE venv, default .venv), TRE_BENCH_BS_VENV.
+ * Environment: TRE_BENCH_VENV (the TRE venv, default .venv), TRE_BENCH_BS_VENV, BENCH_SMOKE=1 (one
+ * run each without warm-up, whatever --runs says: it shows the bench works, its numbers mean
+ * nothing).
  */
 import { execFileSync, spawn, type ChildProcess } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -165,12 +167,17 @@ async function startHub(dir: string, venv: string, spawner: (hubPort: number) =>
     },
   );
   const hub: Hub = { url, admin, proc, others: [], dir };
-  await waitFor(
-    'the hub',
-    async () => ((await api(hub, 'GET', '/')).status === 200 ? true : undefined),
-    120_000,
-    500,
-  );
+  try {
+    await waitFor(
+      'the hub',
+      async () => ((await api(hub, 'GET', '/')).status === 200 ? true : undefined),
+      120_000,
+      500,
+    );
+  } catch (err) {
+    await stop(proc);
+    throw err;
+  }
   return hub;
 }
 
@@ -295,6 +302,7 @@ projects:
         : undefined,
     60_000,
   );
+  // A hub that does not come up must not leave the bridge running.
   const hub = await startHub(
     dir,
     VENV,
@@ -302,7 +310,10 @@ projects:
 c.TreSpawner.bridge_url = '${bridgeUrl}'
 c.TreSpawner.bridge_token_file = '${dir}/token'
 `,
-  );
+  ).catch(async (err: unknown) => {
+    await stop(bridge);
+    throw err;
+  });
   hub.others.push(bridge);
   hub.bridgeApi = { url: bridgeUrl, token };
   return hub;
@@ -360,12 +371,15 @@ async function phases(h: Hub): Promise<string> {
 }
 
 async function main() {
-  const runs = arg('runs', 5);
+  const smoke = process.env.BENCH_SMOKE === '1';
+  const runs = smoke ? 1 : arg('runs', 5);
   run(join(REPO, 'scripts', 'slurm-local'), ['start']);
   ensureBatchspawnerVenv();
   const base = mkdtempSync(join(tmpdir(), 'tre-bench-sessions-'));
   const load = run('uptime', []).trim();
-  process.stdout.write(`sessions benchmark, ${runs} runs each, ${base}\nload: ${load}\n`);
+  process.stdout.write(
+    `sessions benchmark, ${runs} runs each, ${base}${smoke ? ' (BENCH_SMOKE: a smoke run, not a measurement)' : ''}\nload: ${load}\n`,
+  );
   const hubs: Hub[] = [];
   try {
     const tre = await treHub(base);
@@ -383,10 +397,12 @@ async function main() {
     }
     const times = { tre: [] as number[], bs: [] as number[] };
     // One warm-up each (page cache, Python bytecode), not counted.
-    process.stdout.write(
-      `  warm-up TRE ${(await once(tre, 'bench', { project: 'bench', hours: 1 }, 'tre-')).toFixed(2)} s\n`,
-    );
-    await once(bs, bsUser, {}, 'bs-bench');
+    if (!smoke) {
+      process.stdout.write(
+        `  warm-up TRE ${(await once(tre, 'bench', { project: 'bench', hours: 1 }, 'tre-')).toFixed(2)} s\n`,
+      );
+      await once(bs, bsUser, {}, 'bs-bench');
+    }
     for (let i = 0; i < runs; i++) {
       times.tre.push(await once(tre, 'bench', { project: 'bench', hours: 1 }, 'tre-'));
       process.stdout.write(`  run ${i + 1} TRE          ${times.tre.at(-1)?.toFixed(2)} s\n`);

@@ -5,6 +5,8 @@
  *   3. audit append, one transaction per entry, sustained                      (>= 5,000 entries/s)
  *   4. offline `tre-kms audit verify` of a 1,000,000-entry export               (< 30 s)
  * Medians of several runs. A minimal stand-in answers the hub's GET /user (cached by the KMS).
+ * BENCH_SMOKE=1: one tiny run of each part (1,000 files, 1 s of load, 10,000 audit entries) that
+ * shows the bench works; its numbers mean nothing and bench-results/ is left alone.
  */
 import { spawn, execFileSync } from 'node:child_process';
 import { randomBytes } from 'node:crypto';
@@ -28,9 +30,11 @@ import { seedConsentedProject } from './seed.js';
 
 // BENCH_KMS_CLI runs another build of tre-kms (e.g. main's) under the same load, for A/B runs.
 const CLI = process.env.BENCH_KMS_CLI ?? fileURLToPath(new URL('../cli.js', import.meta.url));
-const FILES = Number(process.env.BENCH_FILES ?? 100_000);
-const VERIFY_ENTRIES = Number(process.env.BENCH_VERIFY_ENTRIES ?? 1_000_000);
-const RUNS = 3;
+const SMOKE = process.env.BENCH_SMOKE === '1';
+const FILES = SMOKE ? 1_000 : Number(process.env.BENCH_FILES ?? 100_000);
+const VERIFY_ENTRIES = SMOKE ? 10_000 : Number(process.env.BENCH_VERIFY_ENTRIES ?? 1_000_000);
+const RUNS = SMOKE ? 1 : 3;
+const LOAD_SECONDS = SMOKE ? 1 : 8;
 /**
  * Serving processes of tre-kms (its `workers` setting) for each release measurement, e.g. "1,2":
  * on a 2-core machine shared with autocannon one process can beat two, which contend for
@@ -139,7 +143,7 @@ async function main(): Promise<void> {
           url: `${base}/v1/projects/bench/files/${fileId}/key`,
           headers,
           connections: 16,
-          duration: 8,
+          duration: LOAD_SECONDS,
         });
         if (r.non2xx > 0 || r.errors > 0)
           throw new Error(`release: ${r.non2xx} non-2xx, ${r.errors} errors`);
@@ -169,7 +173,7 @@ async function main(): Promise<void> {
   const log = new AuditLog(adb, AuditSigner.generate());
   const rates: number[] = [];
   for (let r = 0; r < RUNS; r++) {
-    const end = performance.now() + 3000;
+    const end = performance.now() + (SMOKE ? 500 : 3000);
     let n = 0;
     const s = performance.now();
     const one = adb.transaction((i: number) =>
@@ -232,6 +236,10 @@ async function main(): Promise<void> {
     `4. tre-kms audit verify, ${VERIFY_ENTRIES} entries: median ${median(vt).toFixed(1)} s`,
   );
 
+  if (SMOKE) {
+    rmSync(dir, { recursive: true, force: true });
+    return;
+  }
   mkdirSync(join(process.cwd(), '..', 'bench-results'), { recursive: true });
   writeFileSync(
     join(process.cwd(), '..', 'bench-results', 'kms-service.json'),
