@@ -371,7 +371,7 @@ describe('sessions on Slurm through JupyterHub', () => {
     },
   );
 
-  test('start, trefs data, JupyterLab and the desktop through the hub, stop; the KEK leaks nowhere', async () => {
+  test('start, trefs data, JupyterLab, egress filed from inside, the desktop through the hub, stop; the KEK leaks nowhere', async () => {
     const started = Date.now();
     const before = new Set(readdirSync(cipherDir));
     const res = await hub('POST', '/users/alice/server', {
