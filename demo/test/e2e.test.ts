@@ -383,7 +383,7 @@ describe('the README run command', () => {
     const [req] = await researcher.listEgress('demo');
     const id = req!.id;
     expect((await researcher.egress('demo', id)).files.map((f) => [f.path, f.sdc.verdict])).toEqual(
-      [['diagnoses.csv', 'pass']],
+      [['export/diagnoses.csv', 'pass']],
     );
 
     for (const reviewer of ['pi', 'dataowner'] as const) {
