@@ -4,7 +4,9 @@
  * mounted, and unmount leaves no mount even when the daemon was killed.
  */
 import { afterAll, beforeAll, describe, expect, jest, test } from '@jest/globals';
+import { execFile } from 'node:child_process';
 import {
+  chmodSync,
   mkdirSync,
   mkdtempSync,
   readdirSync,
@@ -19,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { generateKeyPair, type KeyPair } from '@tre/crypto';
 import { FileKeyService, MemoryKeyService } from '@tre/trefs';
 import pino from 'pino';
+import { PACKAGE_ROOT } from '../src/agent.js';
 import { cipherDirOf, isMounted, keyInput, TrefsMount } from '../src/trefs-mount.js';
 
 jest.setTimeout(90_000);
@@ -56,6 +59,37 @@ beforeAll(async () => {
 afterAll(() => {
   rmSync(dir, { recursive: true, force: true });
 });
+
+/** Asks the key agent at argv[1] for its API and a file key, as the lab's helper would. */
+const AGENT_PROBE = `
+import json, os, socket, sys
+def call(method, path, body=None):
+    s = socket.socket(socket.AF_UNIX)
+    try:
+        s.connect(sys.argv[1])
+    except OSError as e:
+        return type(e).__name__
+    data = json.dumps(body).encode() if body is not None else b""
+    head = f"{method} {path} HTTP/1.1\\r\\nHost: agent\\r\\nContent-Type: application/json\\r\\n"
+    s.sendall((head + f"Content-Length: {len(data)}\\r\\nConnection: close\\r\\n\\r\\n").encode() + data)
+    out = b""
+    while True:
+        chunk = s.recv(65536)
+        if not chunk:
+            break
+        out += chunk
+    return int(out.split(b" ")[1])
+print(json.dumps({"uid": os.getuid(), "api": call("GET", "/openapi.json"),
+                  "key": call("POST", "/", {"path": "notes.txt"})}))
+`;
+
+function probe(argv: string[]): Promise<Record<string, unknown>> {
+  return new Promise((resolve, reject) =>
+    execFile(argv[0] as string, argv.slice(1), { timeout: 60_000 }, (err, stdout, stderr) =>
+      err ? reject(new Error(`${err.message}\n${stderr}`)) : resolve(JSON.parse(stdout)),
+    ),
+  );
+}
 
 function fresh(name: string) {
   const cipherDir = join(dir, `${name}-cipher`);
@@ -117,6 +151,62 @@ describe('TrefsMount', () => {
     expect(await m.unmount()).toBe(true);
     expect(isMounted(mountpoint)).toBe(false);
     expect(readdirSync(mountpoint)).toEqual([]);
+  });
+
+  test("the key agent answers the container's user inside bubblewrap, and no other uid", async () => {
+    const { cipherDir, mountpoint } = fresh('bwrap');
+    // The job agent's layout: the socket in the job's run directory, bound at /run/tre.
+    const runDir = join(dir, 'bwrap-run');
+    mkdirSync(runDir, { mode: 0o700 });
+    const socket = join(runDir, 'key-agent.sock');
+    const m = await TrefsMount.start({
+      settings: settings(),
+      project: 'p1',
+      cipherDir,
+      mountpoint,
+      kek: kekJson(kek),
+      kmsToken: undefined,
+      keyAgentSocket: socket,
+      log,
+    });
+    try {
+      writeFileSync(join(mountpoint, 'notes.txt'), 'plain words here');
+      expect(statSync(socket).uid).toBe(process.getuid!());
+      const inside = await probe([
+        join(PACKAGE_ROOT, 'runtime', 'bwrap-run'),
+        '--run-dir',
+        runDir,
+        '--data-dir',
+        mountpoint,
+        '--project',
+        'p1',
+        '--',
+        '/usr/bin/python3',
+        '-c',
+        AGENT_PROBE,
+        '/run/tre/key-agent.sock',
+      ]);
+      // A root job's container runs as nobody in its own user namespace, which maps nobody to
+      // the job's uid outside: the socket's owner, so the agent answers it.
+      expect(inside).toEqual({
+        uid: process.getuid!() === 0 ? 65534 : process.getuid!(),
+        api: 200,
+        key: 200,
+      });
+      if (process.getuid!() === 0) {
+        // Any other uid of the node is refused by the socket's mode alone, even where the
+        // directory above it lets it through.
+        const asNobody = ['setpriv', '--reuid=65534', '--regid=65534', '--clear-groups'];
+        const other = await probe([...asNobody, '/usr/bin/python3', '-c', AGENT_PROBE, socket]);
+        expect(other).toEqual({ uid: 65534, api: 'PermissionError', key: 'PermissionError' });
+        chmodSync(runDir, 0o711);
+        const through = await probe([...asNobody, '/usr/bin/python3', '-c', AGENT_PROBE, socket]);
+        chmodSync(runDir, 0o700);
+        expect(through).toEqual({ uid: 65534, api: 'PermissionError', key: 'PermissionError' });
+      }
+    } finally {
+      expect(await m.unmount()).toBe(true);
+    }
   });
 
   test('a wrong key is refused with trefs reason and nothing is mounted', async () => {

@@ -1,13 +1,6 @@
 /** The configuration files of each service, written into the state folder on every start. */
 import { join } from 'node:path';
-import {
-  OPERATOR,
-  DEMO_USERS,
-  PROJECT,
-  REPO,
-  pythonBasePrefix,
-  type Settings,
-} from './settings.js';
+import { OPERATOR, DEMO_USERS, REPO, pythonBasePrefix, type Settings } from './settings.js';
 
 const py = (s: string) => JSON.stringify(s);
 
@@ -93,27 +86,18 @@ function sessionReadOnlyPaths(s: Settings): string[] {
 
 /**
  * jupyterlab-tre in a session: the helper run by the node outside's binary (visible under
- * /usr), and demo mode's outbox. Filing in a session needs trefs to freeze filed files and
- * hand out their DEKs, which it does not offer yet; until then the lab encrypts a snapshot of
- * each filed file into the outbox, inside the project's own (encrypted) tree.
+ * /usr). Filing goes through trefs's key agent at /run/tre/key-agent.sock like a site's
+ * session: the filed files are frozen in the project tree and released from there.
  */
 export function sessionLabConfig(s: Settings): string {
   return (
     JSON.stringify(
-      {
-        TreLab: {
-          helper: [s.node, join(REPO, 'jupyterlab-tre', 'helper', 'dist', 'cli.js')],
-          outbox: `/data/${PROJECT}/${OUTBOX}`,
-        },
-      },
+      { TreLab: { helper: [s.node, join(REPO, 'jupyterlab-tre', 'helper', 'dist', 'cli.js')] } },
       null,
       2,
     ) + '\n'
   );
 }
-
-/** The outbox folder in the project's data, for demo-mode egress filing. */
-export const OUTBOX = 'egress-outbox';
 
 /** The TRE console, served by the KMS as a hub service (its path on the hub's public URL). */
 export const CONSOLE_PATH = '/services/kms/console/';

@@ -6,12 +6,13 @@
  * the state. The screenshots it takes are the ones the guides show.
  */
 import { afterAll, beforeAll, describe, expect, jest, test } from '@jest/globals';
+import { spawn } from 'node:child_process';
 import { createHash } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync } from 'node:fs';
+import { appendFile, rm, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import {
-  decryptFile,
   decryptKeyFile,
   plainSizeToCipherSize,
   unwrapKey,
@@ -103,6 +104,44 @@ function kmsAs(user: string): KmsClient {
 async function kekOf(user: string): Promise<KeyPair> {
   const file = JSON.parse(readFileSync(join(demo.state, 'keys', `${user}.json`), 'utf8'));
   return decryptKeyFile(file as KeyFile, passphrases[user] as string);
+}
+
+/** `tre download` of request `id` as the researcher, outside the TRE; the passphrase on fd 3. */
+function treDownload(
+  id: number,
+  out: string,
+): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  const p = spawn(
+    process.execPath,
+    [
+      join(REPO, 'uploader', 'dist', 'cli.js'),
+      'download',
+      String(id),
+      '--project',
+      'demo',
+      '--kms',
+      kmsUrl(),
+      '--ingress',
+      `http://127.0.0.1:${demo.port + 4}`,
+      '--out',
+      out,
+      '--key-file',
+      join(demo.state, 'keys', 'researcher.json'),
+      '--passphrase-fd',
+      '3',
+      '--token-file',
+      secret('token-researcher'),
+    ],
+    { stdio: ['ignore', 'pipe', 'pipe', 'pipe'] },
+  );
+  const fd3 = p.stdio[3] as NodeJS.WritableStream;
+  fd3.on('error', () => undefined);
+  fd3.end(passphrases.researcher ?? '');
+  let stdout = '';
+  let stderr = '';
+  p.stdout!.on('data', (d: Buffer) => (stdout += d.toString()));
+  p.stderr!.on('data', (d: Buffer) => (stderr += d.toString()));
+  return new Promise((resolve) => p.once('exit', (code) => resolve({ code, stdout, stderr })));
 }
 
 beforeAll(async () => {
@@ -302,7 +341,7 @@ describe('the README run command', () => {
       await page.locator('.jp-SideBar [data-id="tre-egress"]').click();
     await panel.waitFor({ state: 'visible' });
     const exp = panel.locator('[data-section="export"]');
-    const row = exp.locator('[data-file="diagnoses.csv"]');
+    const row = exp.locator('[data-file="export/diagnoses.csv"]');
     await row.waitFor({ timeout: 60_000 });
     await expect(row.locator('> [data-verdict]').textContent()).resolves.toBe('pass');
     await exp.locator('[data-field="title"]').fill('Patients per diagnosis group');
@@ -310,6 +349,29 @@ describe('the README run command', () => {
     const mine = panel.locator('[data-section="mine"] [data-request]');
     await mine.first().waitFor({ timeout: 60_000 });
     await expect(mine.first().getAttribute('data-state')).resolves.toBe('draft');
+    // Filed through trefs's key agent: the file is frozen in the session's mount of the project
+    // tree, for the session (its contents API) and for anyone on the node.
+    const refused = await put('export/diagnoses.csv', {
+      type: 'file',
+      format: 'text',
+      content: 'diagnosis,patients\nX,1\n',
+    });
+    expect(refused.status).toBeGreaterThanOrEqual(400);
+    const mount = mountsUnder(demo.state)
+      .map((l) => l.split(' ')[1] as string)
+      .find((m) => m.endsWith('/data/demo'));
+    expect(mount).toBeDefined();
+    const inMount = join(mount!, 'export', 'diagnoses.csv');
+    for (const change of [
+      () => writeFile(inMount, 'diagnosis,patients\nX,1\n'),
+      () => appendFile(inMount, 'X,1\n'),
+      () => rm(inMount),
+    ]) {
+      await expect(change()).rejects.toMatchObject({
+        code: expect.stringMatching(/^(EROFS|EACCES|EPERM)$/),
+      });
+    }
+    expect(readFileSync(inMount, 'utf8')).toBe(table);
     await mine.first().locator('[data-action="submit"]').click();
     await panel
       .locator('[data-section="mine"] [data-request][data-state="submitted"]')
@@ -321,7 +383,7 @@ describe('the README run command', () => {
     const [req] = await researcher.listEgress('demo');
     const id = req!.id;
     expect((await researcher.egress('demo', id)).files.map((f) => [f.path, f.sdc.verdict])).toEqual(
-      [['diagnoses.csv', 'pass']],
+      [['export/diagnoses.csv', 'pass']],
     );
 
     for (const reviewer of ['pi', 'dataowner'] as const) {
@@ -329,8 +391,8 @@ describe('the README run command', () => {
       await c.click('nav button[data-tab="egress"]');
       await c.waitForSelector('#view[data-view="egress"][data-loaded="true"]');
       const card = c.locator(`[data-request="${id}"]`);
-      await card.locator('[data-file="diagnoses.csv"] [data-action="approve-file"]').click();
-      await c.waitForSelector('#status:has-text("Approved diagnoses.csv.")');
+      await card.locator('[data-file="export/diagnoses.csv"] [data-action="approve-file"]').click();
+      await c.waitForSelector('#status:has-text("Approved export/diagnoses.csv.")');
       if (reviewer === 'dataowner') {
         await c.waitForSelector(`[data-request="${id}"][data-state="reviewed"]`, {
           timeout: 15_000,
@@ -342,29 +404,23 @@ describe('the README run command', () => {
       await c.context().close();
     }
 
-    // The release goes to the requester only; the frozen snapshot in the outbox is what the
-    // reviewers saw: its SHA-256 is the manifest's, and the released key opens it.
+    // The release goes to the requester only, who downloads it with the real `tre download`
+    // outside the TRE: the ingress serves the frozen file in the project's tree (no copy), so
+    // the manifest's SHA-256 is that stored file's, and it decrypts to the filed table.
     const released = await researcher.releaseEgress('demo', id);
     expect(released.state).toBe('released');
     const [f] = released.files;
-    const res = await fetch(
-      `${contents}/egress-outbox/demo/${f!.fileId}?content=1&format=base64&type=file`,
-      { headers: { Authorization: `token ${token}` } },
-    );
-    expect(res.status).toBe(200);
-    const ct = Buffer.from(((await res.json()) as { content: string }).content, 'base64');
-    expect(createHash('sha256').update(ct).digest('hex')).toBe(f!.sha256);
-    const dir = join(demo.state, 'egress-test');
-    mkdirSync(dir, { recursive: true });
-    writeFileSync(join(dir, 'released.enc'), ct);
-    const dek = await unwrapKey(f!.wrapped, await kekOf('researcher'), {
-      purpose: 'egress',
-      projectId: 'demo',
-      fileId: f!.fileId,
-      recipient: 'researcher',
+    const stored = walk(join(demo.state, 'ingress', 'projects', 'demo', 'cipher')).filter((p) => {
+      const head = readFileSync(p).subarray(0, 18);
+      return head.length === 18 && head.subarray(2).toString('hex') === f!.fileId;
     });
-    await decryptFile(dek, join(dir, 'released.enc'), join(dir, 'released.csv'));
-    expect(readFileSync(join(dir, 'released.csv'), 'utf8')).toBe(table);
+    expect(stored).toHaveLength(1);
+    expect(createHash('sha256').update(readFileSync(stored[0]!)).digest('hex')).toBe(f!.sha256);
+    expect(existsSync(join(mount!, 'egress-outbox'))).toBe(false);
+    const out = join(demo.state, 'egress-test');
+    const dl = await treDownload(id, out);
+    expect({ code: dl.code, stderr: dl.stderr }).toEqual({ code: 0, stderr: '' });
+    expect(readFileSync(join(out, 'export', 'diagnoses.csv'), 'utf8')).toBe(table);
   });
 
   test("the guides' commands marked `sh demo` run against the running demo", () => {

@@ -6,8 +6,8 @@
  */
 import { afterAll, beforeAll, describe, expect, jest, test } from '@jest/globals';
 import { execFileSync } from 'node:child_process';
-import { randomBytes } from 'node:crypto';
-import { mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { createHash, randomBytes } from 'node:crypto';
+import { mkdirSync, readdirSync, readFileSync, statSync, writeFileSync } from 'node:fs';
 import { readFile, writeFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import {
@@ -42,6 +42,7 @@ interface HubUser {
 }
 
 const PASSPHRASE = 'correct horse battery staple';
+const HELPER = join(REPO, 'jupyterlab-tre', 'helper', 'dist', 'cli.js');
 const P = 'demo';
 const SECRET_TEXT = `written inside the session ${randomBytes(8).toString('hex')}\n`;
 let bridge: BridgeSetup;
@@ -93,6 +94,13 @@ function forms(priv: Uint8Array): Buffer[] {
 
 function containsKek(data: Buffer): boolean {
   return kekForms.some((f) => data.includes(f));
+}
+
+function walkFiles(dir: string): string[] {
+  return readdirSync(dir).flatMap((n) => {
+    const p = join(dir, n);
+    return statSync(p).isDirectory() ? walkFiles(p) : [p];
+  });
 }
 
 /** Mounts under the bridge's job directories (the agent's trefs mounts). */
@@ -173,6 +181,10 @@ c.ConfigurableHTTPProxy.api_url = 'http://127.0.0.1:${proxyApiPort}'
 c.TreSpawner.bridge_url = 'http://127.0.0.1:${bridge.apiPort}'
 c.TreSpawner.bridge_token_file = '${bridge.dir}/token'
 c.Spawner.start_timeout = 180
+c.Spawner.environment = {
+    'TRE_KMS_URL': 'http://127.0.0.1:${hubPort}/services/kms',
+    'JUPYTER_CONFIG_PATH': '${join(bridge.dir, 'lab-config')}',
+}
 c.Spawner.http_timeout = 60
 c.Authenticator.admin_users = {'root'}
 c.JupyterHub.load_roles = [
@@ -181,6 +193,12 @@ c.JupyterHub.load_roles = [
 ]
 c.JupyterHub.services = [{'name': 'tester', 'api_token': '${adminToken}'}, {'name': 'kms', 'api_token': '${kmsToken}'}]
 `,
+  );
+  // jupyterlab-tre in the session: its helper run by the node outside's binary (under /usr).
+  mkdirSync(join(bridge.dir, 'lab-config'));
+  writeFileSync(
+    join(bridge.dir, 'lab-config', 'jupyter_server_config.json'),
+    JSON.stringify({ TreLab: { helper: [process.execPath, HELPER] } }),
   );
   hubProc = new Proc([join(VENV, 'bin', 'jupyterhub'), '-f', 'jupyterhub_config.py'], {
     cwd: bridge.dir,
@@ -204,7 +222,8 @@ c.JupyterHub.services = [{'name': 'tester', 'api_token': '${adminToken}'}, {'nam
   const aliceC = await on('alice', { kek: alice });
   await aliceC.putKeyFile(await encryptKeyFile(alice, PASSPHRASE));
   const piC = await on('pia', { kek: pia });
-  const doraC = await on('dora');
+  // The data owner reviews egress: filed files' keys are wrapped to her KEK too.
+  const doraC = await on('dora', { kek: await generateKeyPair('x25519') });
   await on('bob', { expiredTraining: 'hpc' });
   await on('carol');
   await on('dave', { kek: dave });
@@ -244,6 +263,11 @@ c.JupyterHub.services = [{'name': 'tester', 'api_token': '${adminToken}'}, {'nam
   // The bridge asks the real KMS and has the agent mount trefs.
   const config = readFileSync(bridge.configPath, 'utf8')
     .replace('kmsUrl: "http://127.0.0.1:1"', `kmsUrl: ${JSON.stringify(kms.url)}`)
+    .replace(/readOnlyPaths: \[(.*)\]/, (_m, paths: string) => {
+      const lab = ['jupyterlab-tre/helper', 'crypto', 'kms-service', 'node_modules'];
+      const more = [...lab.map((p) => join(REPO, p)), join(bridge.dir, 'lab-config')];
+      return `readOnlyPaths: [${paths}, ${more.map((p) => JSON.stringify(p)).join(', ')}]`;
+    })
     .concat(
       `\n  trefs: ${JSON.stringify({ command: TREFS_COMMAND, cipherRoot: join(bridge.dir, 'cipher'), kmsUrl: kms.url })}\n`,
     );
@@ -347,7 +371,7 @@ describe('sessions on Slurm through JupyterHub', () => {
     },
   );
 
-  test('start, trefs data, JupyterLab and the desktop through the hub, stop; the KEK leaks nowhere', async () => {
+  test('start, trefs data, JupyterLab, egress filed from inside, the desktop through the hub, stop; the KEK leaks nowhere', async () => {
     const started = Date.now();
     const before = new Set(readdirSync(cipherDir));
     const res = await hub('POST', '/users/alice/server', {
@@ -408,6 +432,73 @@ describe('sessions on Slurm through JupyterHub', () => {
     expect(onDisk.length).toBeGreaterThan(SECRET_TEXT.length);
     expect(onDisk.includes(Buffer.from(SECRET_TEXT.trim()))).toBe(false);
     expect(jobMounts()).toHaveLength(1);
+
+    // Filing an egress request from inside the session, through the lab's REST endpoint with
+    // the session's token: trefs's key agent, beside the container and reached at /run/tre by
+    // its user (nobody in this root job), freezes the files and wraps their keys.
+    const json = { ...auth, 'Content-Type': 'application/json' };
+    const contents = `${hubUrl}/user/alice/api/contents`;
+    const table = 'ward,patients\nA,40\nB,31\n';
+    const putFile = (content: string) =>
+      fetch(`${contents}/export/admissions.csv`, {
+        method: 'PUT',
+        headers: json,
+        body: JSON.stringify({ type: 'file', format: 'text', content }),
+      });
+    const mkdir = await fetch(`${contents}/export`, {
+      method: 'PUT',
+      headers: json,
+      body: JSON.stringify({ type: 'directory' }),
+    });
+    expect(mkdir.status).toBeLessThan(300);
+    expect((await putFile(table)).status).toBeLessThan(300);
+    const filing = await fetch(`${hubUrl}/user/alice/tre/api/egress`, {
+      method: 'POST',
+      headers: json,
+      body: JSON.stringify({ title: 'Admissions by ward' }),
+    });
+    const filingText = await filing.text();
+    expect({ status: filing.status, body: filingText.slice(0, 300) }).toMatchObject({
+      status: 200,
+    });
+    const filed = JSON.parse(filingText) as {
+      id: number;
+      state: string;
+      files: Array<{ path: string; fileId: string; size: number; sha256: string }>;
+    };
+    expect(filed.state).toBe('draft');
+    expect(filed.files.map((f) => f.path)).toEqual(['export/admissions.csv']);
+    // The KMS holds the manifest: the stored ciphertext's size and hash, keys for all three.
+    const { KmsClient } = await import('@tre/kms-service');
+    const held = await new KmsClient({ baseUrl: kms.url, token: tokens.alice as string }).egress(
+      P,
+      filed.id,
+    );
+    const [file] = held.files;
+    expect(held.files).toHaveLength(1);
+    expect([file!.fileId, file!.size, file!.sha256]).toEqual([
+      filed.files[0]!.fileId,
+      filed.files[0]!.size,
+      filed.files[0]!.sha256,
+    ]);
+    expect([...file!.keyHolders].sort()).toEqual(['alice', 'dora', 'pia']);
+    const storedFiles = walkFiles(cipherDir).filter((p) => {
+      const head = readFileSync(p).subarray(0, 18);
+      return head.length === 18 && head.subarray(2).toString('hex') === file!.fileId;
+    });
+    expect(storedFiles).toHaveLength(1);
+    const storedBytes = readFileSync(storedFiles[0]!);
+    expect(storedBytes.length).toBe(file!.size);
+    expect(createHash('sha256').update(storedBytes).digest('hex')).toBe(file!.sha256);
+    // Frozen: neither the session nor anyone on the node can change the filed file.
+    expect((await putFile('ward,patients\nA,1\n')).status).toBeGreaterThanOrEqual(400);
+    const inMount = join(jobMounts()[0] as string, 'export', 'admissions.csv');
+    await expect(writeFile(inMount, 'ward,patients\nA,1\n')).rejects.toMatchObject({
+      code: expect.stringMatching(/^(EROFS|EACCES|EPERM)$/),
+    });
+    expect(readFileSync(inMount, 'utf8')).toBe(table);
+    const reread = await fetch(`${contents}/export/admissions.csv`, { headers: auth });
+    expect(((await reread.json()) as { content: string }).content).toBe(table);
 
     // Xvnc in this job runs with the clipboard off and a blacklist the owner cannot trip.
     const jobPids = slurm('scontrol', ['listpids', jobId])

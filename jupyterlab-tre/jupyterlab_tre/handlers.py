@@ -35,6 +35,7 @@ from traitlets.config import Configurable
 PROJECT_ID = re.compile(r"^[a-z0-9][a-z0-9-]{0,62}$")
 KMS_PATH = re.compile(r"^v1/[A-Za-z0-9._~/-]*$")
 WITHDRAW = re.compile(r"^v1/projects/([a-z0-9][a-z0-9-]{0,62})/egress/([0-9]{1,12})/withdraw$")
+SUBMIT = re.compile(r"^v1/projects/([a-z0-9][a-z0-9-]{0,62})/egress/([0-9]{1,12})/submit$")
 FILE_ID = re.compile(r"^[0-9a-fA-F]{32}$")
 MAX_BODY = 2 * 1024 * 1024
 
@@ -208,6 +209,27 @@ class KmsProxyHandler(TreHandler):
             for v in vs
             if not (k.isdigit() and v == b"")
         ]
+        submitted = SUBMIT.match(path) if method == "POST" else None
+        if submitted and not self.tre.outbox and self.key_agent():
+            # A filed draft's freeze can have been lifted and its files edited: reviewers must
+            # get what was filed, so the files are frozen again and compared first.
+            if submitted.group(1) != self.state["project"]:
+                return self.fail(
+                    409,
+                    "other_project",
+                    "submit this request from a session of its own project",
+                )
+            status, result = await self.helper(
+                "verify",
+                {
+                    **self.session_payload(),
+                    "keyAgent": self.key_agent(),
+                    "requestId": int(submitted.group(2)),
+                },
+            )
+            if status != 200:
+                self.set_status(status)
+                return self.finish(json.dumps(result))
         query = urlencode(pairs)
         url = self.tre.kms_url.rstrip("/") + "/" + path + (f"?{query}" if query else "")
         req = HTTPRequest(

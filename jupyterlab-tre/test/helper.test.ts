@@ -336,6 +336,52 @@ describe('in a session: through the key agent', () => {
     expect(grants.out).toEqual({ completed: [], skipped: [] });
   });
 
+  test('before a submit the files are frozen again: a file changed after a lift is refused (409)', async () => {
+    const token = tokenOf('rex');
+    const filed = await run(['file'], { ...session, token, title: 'Lifted draft' });
+    expect(filed.code).toBe(0);
+    const id = (filed.out as { id: number }).id;
+    const small = join(mount, 'export', 'small.csv');
+    // A draft's freeze may be lifted; unchanged files pass and are frozen again.
+    expect((await run(['lift'], { ...session, token, requestId: id })).out).toMatchObject({
+      lifted: true,
+    });
+    expect(statSync(small).mode & 0o200).toBe(0o200);
+    const same = await run(['verify'], { ...session, token, requestId: id });
+    expect(same.out).toEqual({ requestId: id, state: 'draft', verified: 2 });
+    expect(rexAgent.frozen.get(id)).toEqual(['export/small.csv', 'export/tables/ok.csv']);
+    expect(statSync(small).mode & 0o222).toBe(0);
+    // Lifted and edited: refused with the path, and the check's freeze lifted again.
+    await run(['lift'], { ...session, token, requestId: id });
+    writeFileSync(small, 'ward,n\nA,40\nB,12\n');
+    const changed = await run(['verify'], { ...session, token, requestId: id });
+    expect(changed.code).toBe(1);
+    expect(changed.out.error).toMatchObject({ code: 'changed_since_filing', status: 409 });
+    expect((changed.out.error as { message: string }).message).toMatch(
+      /export\/small\.csv changed since it was filed.*refile/,
+    );
+    expect((changed.out.error as { message: string }).message).not.toMatch(/ok\.csv/);
+    expect(rexAgent.frozen.has(id)).toBe(false);
+    // A filed file deleted since is refused the same way.
+    const ok = join(mount, 'export', 'tables', 'ok.csv');
+    rmSync(ok);
+    const gone = await run(['verify'], { ...session, token, requestId: id });
+    expect(gone.out.error).toMatchObject({ code: 'changed_since_filing', status: 409 });
+    writeFileSync(ok, 'ward,n\nA,40\nB,31\n');
+    // Refiled, the request passes and is submitted with what the reviewers will see.
+    expect((await run(['file'], { ...session, token, requestId: id })).code).toBe(0);
+    const refiled = await run(['verify'], { ...session, token, requestId: id });
+    expect(refiled.out).toMatchObject({ verified: 2 });
+    const view = await clients.rex!.submitEgress(P, id);
+    expect(view.state).toBe('submitted');
+    // Under review there is nothing to check: the KMS decides about a second submit.
+    const late = await run(['verify'], { ...session, token, requestId: id });
+    expect(late.out).toEqual({ requestId: id, state: 'submitted', verified: 0 });
+    await clients.pia!.decideEgress(P, id, 'return');
+    await clients.rex!.withdrawEgress(P, id);
+    await run(['lift'], { ...session, token, requestId: id });
+  });
+
   test('an agent without the operations, or none at all: 501 / 502 with a reason', async () => {
     const old = await startKeyAgentDouble({
       socket: join(dir, 'old.sock'),

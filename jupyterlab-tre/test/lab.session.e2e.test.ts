@@ -294,6 +294,47 @@ test('file from a session: frozen in trefs, opened by a reviewer, released, tre 
   }
   expect(readFileSync(small, 'utf8')).toBe(FAILING);
 
+  // A draft's freeze can be lifted and its files edited: the submit then refuses (409) until the
+  // export folder is filed again, so reviewers never get a file other than the filed one.
+  // jupyter-server wants its XSRF cookie echoed on a POST, as the page does.
+  const home = await fetch(`${lab!.url}/lab`, {
+    headers: { Authorization: `token ${lab!.token}` },
+  });
+  await home.body?.cancel();
+  const cookies = home.headers.getSetCookie().map((c) => c.split(';')[0] as string);
+  const xsrf = cookies.find((c) => c.startsWith('_xsrf='))?.slice('_xsrf='.length) ?? '';
+  const labPost = async (path: string, body: object) => {
+    const r = await fetch(`${lab!.url}/tre/api/${path}`, {
+      method: 'POST',
+      headers: {
+        Authorization: `token ${lab!.token}`,
+        'Content-Type': 'application/json',
+        Cookie: cookies.join('; '),
+        'X-XSRFToken': xsrf,
+      },
+      body: JSON.stringify(body),
+    });
+    return { status: r.status, body: (await r.json()) as Record<string, unknown> };
+  };
+  const [draft] = await people.rex!.c.listEgress(P);
+  const lifted = await labPost('egress/lift', { requestId: draft!.id });
+  expect(lifted).toMatchObject({ status: 200, body: { lifted: true } });
+  await writeFile(small, 'ward,admitted,discharged\nA,120,98\nB,14,51\n');
+  const stale = await labPost(`kms/v1/projects/${P}/egress/${draft!.id}/submit`, {});
+  expect(stale.status).toBe(409);
+  expect(stale.body.error).toMatchObject({ code: 'changed_since_filing' });
+  expect(JSON.stringify(stale.body)).toMatch(/export\/tables\/small\.csv changed.*refile/);
+  expect((await people.rex!.c.egress(P, draft!.id)).state).toBe('draft');
+  await writeFile(small, FAILING);
+  expect((await labPost('egress', { requestId: draft!.id })).status).toBe(200);
+  // The panel shows the refiled files (a rewritten file has a new file ID).
+  await page.reload();
+  await openPanel(page, 'tre-egress');
+  await mine.first().waitFor({ timeout: 60_000 });
+  await expect(writeFile(small, 'x', { flag: 'a' })).rejects.toMatchObject({
+    code: expect.stringMatching(/^(EROFS|EACCES|EPERM)$/),
+  });
+
   const justify = mine.first().locator('[data-justify="B/admitted|threshold"]');
   await justify.fill('ward B is a whole hospital site');
   await justify.locator('xpath=..').locator('[data-action="justify"]').click();

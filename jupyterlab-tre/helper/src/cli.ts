@@ -9,6 +9,7 @@
  *   file    {kmsUrl, token, project, exportDir, outbox | keyAgent, requestId?, title?}
  *                                                         -> the request view
  *   lift    {kmsUrl, token, project, keyAgent, requestId} -> {requestId, state, lifted}
+ *   verify  {kmsUrl, token, project, keyAgent, requestId} -> {requestId, state, verified}
  *   grants  {project, keyAgent}                           -> the key agent's answer
  *   review  {project, keyAgent, mountDir, requestId, fileId}
  *                                                         -> {path, size, verified, text?}
@@ -19,11 +20,11 @@
 import { KmsClient, KmsClientError } from '@tre/kms-service/client';
 import { checkExport, ExportFolderError } from './export-folder.js';
 import { AgentSource, SnapshotSource, type FileSource } from './file-source.js';
-import { fileExport, FilingError, liftFreeze } from './filing.js';
+import { fileExport, FilingError, liftFreeze, verifyFiled } from './filing.js';
 import { KeyAgentClient, KeyAgentError } from './key-agent.js';
 import { openFiled, ReviewError } from './review.js';
 
-const USAGE = `usage: tre-lab-helper <check|file|lift|grants|review> < request.json
+const USAGE = `usage: tre-lab-helper <check|file|lift|verify|grants|review> < request.json
 
   check   run the disclosure checks on every file of {"exportDir"} (paths get
           {"pathPrefix"} before them)
@@ -33,6 +34,8 @@ const USAGE = `usage: tre-lab-helper <check|file|lift|grants|review> < request.j
           {"requestId"} adds to a draft or returned request, otherwise {"title"} names
           a new one
   lift    lift the freeze of {"requestId"} if the KMS says it no longer holds its files
+  verify  before a submit: freeze the files of {"requestId"} again and refuse (409)
+          if any differs from what was filed
   grants  complete the pending grants of {"project"} through {"keyAgent"}
   review  open file {"fileId"} of request {"requestId"} as a reviewer: the key agent
           opens its egress key, the file in {"mountDir"} must be the filed one
@@ -108,6 +111,14 @@ async function run(cmd: string, input: Record<string, unknown>): Promise<unknown
       int(input, 'requestId'),
     );
   }
+  if (cmd === 'verify') {
+    return verifyFiled(
+      kmsOf(input),
+      agentOf(input),
+      str(input, 'project'),
+      int(input, 'requestId'),
+    );
+  }
   if (cmd === 'grants') {
     return agentOf(input).grants(str(input, 'project'));
   }
@@ -145,7 +156,7 @@ async function main(): Promise<number> {
           ? {
               code: e.code,
               message: e.message,
-              ...(e instanceof ReviewError ? { status: e.status } : {}),
+              ...(e.status !== undefined ? { status: e.status } : {}),
             }
           : e instanceof KeyAgentError
             ? { code: e.code, message: e.message, status: e.status }

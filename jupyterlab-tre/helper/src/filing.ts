@@ -8,11 +8,14 @@ import type { EgressFiling, EgressView, KmsClient } from '@tre/kms-service/clien
 import { EGRESS_REVIEWER_ROLES } from '@tre/kms-service/policy';
 import { checkExport } from './export-folder.js';
 import type { FileSource } from './file-source.js';
+import { KeyAgentError, type KeyAgentClient } from './key-agent.js';
 
 export class FilingError extends Error {
   constructor(
     readonly code: string,
     message: string,
+    /** The HTTP status the server extension answers with (400 when not set). */
+    readonly status?: number,
   ) {
     super(message);
     this.name = 'FilingError';
@@ -117,4 +120,52 @@ export async function liftFreeze(
     return { requestId, state: view.state, lifted: false };
   }
   return { requestId, state: view.state, lifted: await source.abandon(requestId) };
+}
+
+/**
+ * Before a submit: the request's files frozen again (a filed draft's freeze can be lifted, and
+ * its files edited) and their ciphertext compared with what was filed. Reviewers must see what
+ * the requester filed, so a changed or missing file refuses the submit (409) with the paths to
+ * refile; the freeze made for the check is lifted again then. When every file is unchanged the
+ * files stay frozen, so nothing can change between this check and the submit.
+ */
+export async function verifyFiled(
+  kms: KmsClient,
+  agent: KeyAgentClient,
+  projectId: string,
+  requestId: number,
+): Promise<{ requestId: number; state: string; verified: number }> {
+  const view = await kms.egress(projectId, requestId);
+  // Any other state, or nothing filed: the KMS refuses the submit with its own reason.
+  if (!REFILE_STATES.includes(view.state) || view.files.length === 0) {
+    return { requestId, state: view.state, verified: 0 };
+  }
+  const paths = view.files.map((f) => f.path);
+  let changed: string[];
+  try {
+    const now = new Map((await agent.freeze(paths, requestId)).map((f) => [f.path, f]));
+    changed = view.files
+      .filter((f) => {
+        const n = now.get(f.path);
+        return !n || n.fileId !== f.fileId || n.size !== f.size || n.sha256 !== f.sha256;
+      })
+      .map((f) => f.path);
+  } catch (e) {
+    // A filed file deleted, renamed or replaced since: the freeze cannot take it as it was.
+    const gone =
+      e instanceof KeyAgentError &&
+      (e.status === 404 || e.code === 'changed' || e.code === 'not_a_file');
+    if (!gone) throw e;
+    changed = paths;
+  }
+  if (changed.length > 0) {
+    await agent.lift(requestId).catch(() => false);
+    throw new FilingError(
+      'changed_since_filing',
+      `request ${requestId}: ${changed.join(', ')} changed since it was filed; file the export ` +
+        'folder again (refile) before submitting',
+      409,
+    );
+  }
+  return { requestId, state: view.state, verified: paths.length };
 }
