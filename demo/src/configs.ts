@@ -186,11 +186,15 @@ c.JupyterHub.services = [
         'name': 'kms',
         'url': 'http://127.0.0.1:${s.ports.kms}',
         'command': [${py(s.node)}, ${py(join(REPO, 'kms-service', 'dist', 'cli.js'))}, 'serve', '--config', ${py(join(s.state, 'kms', 'kms.yaml'))}],
+        # The console signs in through the hub's OAuth; it is part of the TRE, so no prompt.
+        'oauth_no_confirm': True,
     },
     {'name': 'tre-demo', 'api_token': demo_token},
     {'name': 'ingress', 'api_token': ingress_token},
 ]
 c.JupyterHub.load_roles = [
+    # Every user may open the TRE console (the KMS decides what they may do there).
+    {'name': 'user', 'scopes': ['self', 'access:services!service=kms']},
     {'name': 'kms', 'scopes': ['read:users'], 'services': ['kms']},
     {
         'name': 'tre-demo',

@@ -5,13 +5,46 @@ import type { MyProject } from './types.js';
 
 const date = (s: string | null): string => (s ? s.slice(0, 10) : '…');
 
+/**
+ * Resolves once the hub shows the spawn form at `url`, i.e. once this server has stopped: while
+ * it still runs (or is stopping) the hub redirects the spawn URL to the server or to its pending
+ * page, and a form opened then would be lost. Asking is harmless: the spawner never starts from
+ * a URL alone (the passphrase is never in one). Gives up after `timeoutMs`.
+ */
+export async function whenServerStopped(
+  url: string,
+  opts: { fetch?: typeof fetch; intervalMs?: number; timeoutMs?: number } = {},
+): Promise<boolean> {
+  const get = opts.fetch ?? fetch;
+  const until = Date.now() + (opts.timeoutMs ?? 120_000);
+  for (;;) {
+    try {
+      const r = await get(url, {
+        redirect: 'manual',
+        credentials: 'same-origin',
+        cache: 'no-store',
+      });
+      if (r.type !== 'opaqueredirect' && r.status >= 200 && r.status < 300) return true;
+    } catch {
+      // The proxy may drop the connection while the route changes: ask again.
+    }
+    if (Date.now() >= until) return false;
+    await new Promise((res) => setTimeout(res, opts.intervalMs ?? 500));
+  }
+}
+
+const goWhenStopped = async (url: string): Promise<void> => {
+  await whenServerStopped(url);
+  window.location.assign(url);
+};
+
 /** My projects (role, consent, window, key) and the current one; switching restarts the server. */
 export class ProjectsPanel extends TrePanel {
   current = '';
 
   constructor(
     private readonly api: TreApi,
-    private readonly navigate: (url: string) => void = (u) => window.location.assign(u),
+    private readonly navigate: (url: string) => void | Promise<void> = goWhenStopped,
   ) {
     super('tre-projects', 'Projects');
   }
@@ -71,7 +104,8 @@ export class ProjectsPanel extends TrePanel {
     await this.act(async () => {
       const r = await this.api.switchProject(project);
       if (r.restart && r.next) {
-        this.navigate(r.next);
+        this.showInfo('Stopping this server to restart it with the chosen project…');
+        await this.navigate(r.next);
         return 'Restarting the server with the chosen project…';
       }
       return `Current project: ${r.project}`;

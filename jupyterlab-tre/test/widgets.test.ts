@@ -9,7 +9,7 @@ import { Widget } from '@lumino/widgets';
 import { TreApi, type Transport } from '../src/api.js';
 import { EgressPanel } from '../src/egress-panel.js';
 import { KeysPanel } from '../src/keys-panel.js';
-import { ProjectsPanel } from '../src/projects-panel.js';
+import { ProjectsPanel, whenServerStopped } from '../src/projects-panel.js';
 import type { EgressRequest, FileCheck, MyProject } from '../src/types.js';
 
 type Route = (body: unknown) => { status?: number; json: unknown };
@@ -118,6 +118,28 @@ describe('Projects panel', () => {
     await panel.refresh();
     await panel.switchTo('p2');
     expect(went).toEqual(['/hub/spawn/rex?project=p2']);
+  });
+
+  test('the switch opens the spawn form only once the hub shows it (this server stopped)', async () => {
+    const answers = ['redirect', 'error', 'redirect', 'form'];
+    const asked: string[] = [];
+    const fake = (async (url: string | URL | Request, init?: RequestInit) => {
+      asked.push(`${String(url)} ${init?.redirect}`);
+      const a = answers.shift();
+      if (a === 'error') throw new TypeError('connection reset');
+      return a === 'redirect'
+        ? ({ type: 'opaqueredirect', status: 0 } as Response)
+        : ({ type: 'basic', status: 200 } as Response);
+    }) as typeof fetch;
+    expect(
+      await whenServerStopped('/hub/spawn/rex?project=p2', { fetch: fake, intervalMs: 1 }),
+    ).toBe(true);
+    expect(asked).toEqual(Array(4).fill('/hub/spawn/rex?project=p2 manual'));
+    // A hub that never shows the form: give up after the timeout (the page then goes anyway).
+    const never = (async () => ({ type: 'opaqueredirect', status: 0 }) as Response) as typeof fetch;
+    expect(await whenServerStopped('/x', { fetch: never, intervalMs: 1, timeoutMs: 20 })).toBe(
+      false,
+    );
   });
 
   test('a KMS error is shown with its reason', async () => {

@@ -10,6 +10,8 @@ import express, { type NextFunction, type Request, type Response } from 'express
 import type { Logger } from 'pino';
 import { exportLines } from './audit.js';
 import { mountConsole } from './console.js';
+import { ConsoleAuth } from './console-auth.js';
+import type { OAuthClientConfig } from './config.js';
 import { Egress } from './egress.js';
 import { egressRoutes } from './egress-routes.js';
 import { KmsError } from './errors.js';
@@ -31,6 +33,10 @@ export interface AppOptions {
   isDraining?: () => boolean;
   /** The whole service's metrics text when there are several workers (cluster-metrics.ts). */
   collectMetrics?: () => Promise<string>;
+  /** The console's sign-in through the hub (absent: console sessions from API tokens only). */
+  oauth?: OAuthClientConfig;
+  /** The KMS's hub API token, the OAuth client's secret. */
+  oauthClientSecret?: string;
 }
 
 declare module 'express-serve-static-core' {
@@ -107,7 +113,13 @@ export function createHandler(opts: AppOptions): RequestListener {
   };
   return (req: IncomingMessage, res: ServerResponse) => {
     const url = req.url ?? '/';
-    if (req.method !== 'GET' || !RELEASE_PATH.test(url) || opts.isDraining?.()) {
+    // Only API clients (a token in the header) take the lane; a console session goes by express.
+    if (
+      req.method !== 'GET' ||
+      !RELEASE_PATH.test(url) ||
+      opts.isDraining?.() ||
+      req.headers.authorization === undefined
+    ) {
       app(req, res);
       return;
     }
@@ -243,9 +255,25 @@ function createApp(opts: AppOptions): {
   app.get('/v1/audit/public-key', (_req, res) => {
     res.type('text/plain').send(kms.audit.signer.publicKeyPem());
   });
-  mountConsole(app);
+  const api = new OpenApiValidator(specText);
+  const consoleAuth = new ConsoleAuth({
+    kms,
+    auth,
+    logger,
+    ...(opts.oauth ? { oauth: opts.oauth } : {}),
+    ...(opts.oauthClientSecret ? { clientSecret: opts.oauthClientSecret } : {}),
+  });
+  mountConsole(app, consoleAuth, api);
 
   app.use('/v1', (req: Request, _res: Response, next: NextFunction) => {
+    if (req.headers.authorization === undefined) {
+      // The console: a session cookie and its XSRF header instead of a token.
+      consoleAuth.userFor(req).then((u) => {
+        req.user = u;
+        next();
+      }, next);
+      return;
+    }
     const token = tokenFromHeader(req.headers.authorization);
     if (!token) {
       next(new KmsError(401, 'unauthorized', 'send Authorization: token <JupyterHub API token>'));
@@ -262,7 +290,6 @@ function createApp(opts: AppOptions): {
   });
 
   app.use(express.json({ limit: '2mb', type: () => true }));
-  const api = new OpenApiValidator(specText);
   const r = api.routes('/v1');
   const egress = new Egress(kms);
   r.get(

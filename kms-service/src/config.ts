@@ -14,7 +14,14 @@ export interface Config {
   checkpointEvery: number;
   agreementVersion: string;
   /** `services`: hub services trusted to confirm or destroy staged files and append audit events. */
-  hub: { apiUrl: string; apiToken?: string; cacheSeconds: number; services: string[] };
+  hub: {
+    apiUrl: string;
+    apiToken?: string;
+    cacheSeconds: number;
+    services: string[];
+    /** Present when the KMS is the hub's OAuth client: the console then signs in through it. */
+    oauth?: OAuthClientConfig;
+  };
   /**
    * Processes serving requests (node:cluster, one shared port). SQLite in WAL mode serialises
    * their writes; each process has its own hub-token cache and its own /metrics.
@@ -26,6 +33,20 @@ export interface Config {
   servicePrefix?: string;
   metricsToken?: string;
   logLevel: 'fatal' | 'error' | 'warn' | 'info' | 'debug' | 'trace' | 'silent';
+}
+
+/** The console's OAuth 2 client at the hub (what jupyterhub's HubOAuth reads from JUPYTERHUB_*). */
+export interface OAuthClientConfig {
+  /** `service-<name>`: JUPYTERHUB_CLIENT_ID or hub.clientId. */
+  clientId: string;
+  /** The browser is sent here to sign in: `{hub public URL}hub/api/oauth2/authorize`. */
+  authorizeUrl: string;
+  /** Code exchange, server to server: `{apiUrl}/oauth2/token`. */
+  tokenUrl: string;
+  /** Where the hub sends the browser back: JUPYTERHUB_OAUTH_CALLBACK_URL, `{prefix}oauth_callback`. */
+  redirectUri: string;
+  /** The hub is served over https (JUPYTERHUB_PUBLIC_URL): cookies are always Secure. */
+  https: boolean;
 }
 
 export class ConfigError extends Error {
@@ -157,6 +178,31 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
   }
   const servicePrefix =
     prefixRaw === undefined || prefixRaw === '/' ? undefined : prefixRaw.replace(/\/*$/, '/');
+  const clientId =
+    str(env.JUPYTERHUB_CLIENT_ID, 'JUPYTERHUB_CLIENT_ID') ?? str(hubRaw.clientId, 'hub.clientId');
+  let oauth: OAuthClientConfig | undefined;
+  if (clientId && apiToken) {
+    // The hub's public base: JUPYTERHUB_HOST (empty when the hub serves the same origin) and
+    // JUPYTERHUB_BASE_URL, as HubOAuth builds its authorize URL.
+    const publicHub =
+      str(hubRaw.publicUrl, 'hub.publicUrl') ??
+      `${env.JUPYTERHUB_HOST ?? ''}${env.JUPYTERHUB_BASE_URL ?? '/'}`;
+    const redirectUri =
+      str(env.JUPYTERHUB_OAUTH_CALLBACK_URL, 'JUPYTERHUB_OAUTH_CALLBACK_URL') ??
+      str(hubRaw.oauthCallbackUrl, 'hub.oauthCallbackUrl') ??
+      `${servicePrefix ?? '/'}oauth_callback`;
+    if (!/(^|\/)oauth_callback$/.test(new URL(redirectUri, 'http://x').pathname)) {
+      throw new ConfigError('the OAuth callback URL must end in /oauth_callback');
+    }
+    const publicUrl = env.JUPYTERHUB_PUBLIC_URL ?? publicHub;
+    oauth = {
+      clientId,
+      authorizeUrl: `${publicHub.replace(/\/*$/, '/')}hub/api/oauth2/authorize`,
+      tokenUrl: `${apiUrl.replace(/\/+$/, '')}/oauth2/token`,
+      redirectUri,
+      https: /^https:/i.test(publicUrl),
+    };
+  }
   const metricsToken =
     str(env.TRE_KMS_METRICS_TOKEN, 'TRE_KMS_METRICS_TOKEN') ??
     str(raw.metricsToken, 'metricsToken');
@@ -183,6 +229,7 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       ...(apiToken ? { apiToken } : {}),
       cacheSeconds: int(hubRaw.cacheSeconds, 'hub.cacheSeconds', 0, 3600) ?? 30,
       services: servicesRaw as string[],
+      ...(oauth ? { oauth } : {}),
     },
     ...(servicePrefix ? { servicePrefix } : {}),
     ...(metricsToken ? { metricsToken } : {}),

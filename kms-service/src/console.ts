@@ -2,11 +2,14 @@
  * The TRE console: a web page for data owners, trustees, PIs and admins who have no lab session
  * (consent, ingress, egress review, vault approvals, the audit log with its verification).
  * Static: one HTML page, one script, one stylesheet, all from this origin under a strict CSP.
- * The page calls the same `/v1` API with the user's hub token in the Authorization header; the
- * token is typed once, kept in the tab's sessionStorage, and never put into a URL.
+ * The page calls the same `/v1` API with a session cookie and its XSRF header; the session comes
+ * from signing in through the hub's OAuth (console-auth.ts), so no token is typed or shown.
  */
 import { readFileSync } from 'node:fs';
-import type { Express, Response } from 'express';
+import type { Express, NextFunction, Request, Response } from 'express';
+import { SignInRefused, type ConsoleAuth } from './console-auth.js';
+import { tokenFromHeader } from './hub-auth.js';
+import type { OpenApiValidator } from './openapi.js';
 
 const CLIENT_DIR = new URL('../console/', import.meta.url);
 
@@ -41,8 +44,20 @@ function secure(res: Response): void {
   });
 }
 
-/** Mounts the console at `/console/` (read once at start: the files are part of the release). */
-export function mountConsole(app: Express): void {
+type Handler = (req: Request, res: Response) => unknown;
+const h =
+  (fn: Handler) =>
+  (req: Request, res: Response, next: NextFunction): void => {
+    Promise.resolve()
+      .then(() => fn(req, res))
+      .catch(next);
+  };
+
+/**
+ * Mounts the console at `/console/` (files read once at start: they are part of the release),
+ * its sign-out and token-session routes, and the hub's OAuth redirect at `/oauth_callback`.
+ */
+export function mountConsole(app: Express, auth: ConsoleAuth, api: OpenApiValidator): void {
   const files = assets();
   const send = (res: Response, name: string): void => {
     const f = files[name];
@@ -60,7 +75,54 @@ export function mountConsole(app: Express): void {
       res.redirect(301, 'console/');
       return;
     }
+    if (auth.oauth && !auth.hasSession(req)) {
+      secure(res);
+      auth.startSignIn(req, res);
+      return;
+    }
     send(res, '');
   });
   app.get('/console/:file', (req, res) => send(res, String(req.params.file)));
+  app.post(
+    '/console/session',
+    h(async (req, res) => {
+      api.check('POST', '/console/session', {}, undefined);
+      const token = tokenFromHeader(req.headers.authorization);
+      if (!token) {
+        res.status(401).json({
+          error: {
+            code: 'unauthorized',
+            message: 'send Authorization: token <JupyterHub API token>',
+          },
+        });
+        return;
+      }
+      const user = await auth.fromToken(req, res, token);
+      secure(res);
+      res.status(201).json({ username: user.name });
+    }),
+  );
+  app.post(
+    '/console/signout',
+    h((req, res) => {
+      api.check('POST', '/console/signout', {}, undefined);
+      auth.signOut(req, res);
+      secure(res);
+      res.status(204).end();
+    }),
+  );
+  app.get(
+    '/oauth_callback',
+    h(async (req, res) => {
+      const query = req.query as Record<string, string>;
+      api.check('GET', '/oauth_callback', query, undefined);
+      secure(res);
+      try {
+        res.redirect(302, await auth.finishSignIn(req, res, query));
+      } catch (e) {
+        if (!(e instanceof SignInRefused)) throw e;
+        res.status(e.status).type('text/plain').send(`TRE console: ${e.message}\n`);
+      }
+    }),
+  );
 }

@@ -231,6 +231,21 @@ ALTER TABLE recoveries ADD COLUMN cancelled_by TEXT;
 UPDATE recoveries SET state = 'cancelled', cancelled_by = 'migration:unsigned' WHERE state = 'open';
 `,
   },
+  {
+    version: 5,
+    name: 'console sessions',
+    // Keyed by a hash of the session id; the hub token is sealed under a key derived from the
+    // id, which only the browser's cookie holds, so the table alone opens nothing.
+    sql: `
+CREATE TABLE console_sessions (
+  id_hash BLOB PRIMARY KEY,
+  username TEXT NOT NULL,
+  sealed BLOB NOT NULL,
+  created_at TEXT NOT NULL,
+  expires_at INTEGER NOT NULL
+);
+`,
+  },
 ];
 
 export function schemaVersion(db: Db): number {

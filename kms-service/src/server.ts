@@ -1,6 +1,6 @@
 /** Wires database, audit log, policy core and HTTP app into a running server. */
 import cluster from 'node:cluster';
-import { createServer, type RequestListener, type Server } from 'node:http';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { pino, type Logger } from 'pino';
 import { createHandler } from './app.js';
@@ -11,22 +11,9 @@ import { migrate, openDatabase, type Db } from './db.js';
 import { HubAuthenticator, type Authenticator } from './hub-auth.js';
 import { Kms } from './kms.js';
 import { Metrics } from './metrics.js';
+import { withPrefix } from './prefix.js';
 
-/**
- * Behind the hub's proxy a service is reached under its prefix (/services/kms/...), which the
- * proxy does not strip; direct callers use the root. Both reach the same routes.
- */
-export function withPrefix(prefix: string, handler: RequestListener): RequestListener {
-  const bare = prefix.replace(/\/+$/, '');
-  return (req, res) => {
-    const url = req.url ?? '/';
-    if (url === bare || url.startsWith(`${bare}/`) || url.startsWith(`${bare}?`)) {
-      const rest = url.slice(bare.length);
-      req.url = rest.startsWith('/') ? rest : `/${rest}`;
-    }
-    handler(req, res);
-  };
-}
+export { withPrefix } from './prefix.js';
 
 export interface ServerOptions {
   logger?: Logger;
@@ -84,6 +71,9 @@ export class KmsServer {
       metrics,
       ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
       isDraining: () => drain.on,
+      ...(config.hub.oauth
+        ? { oauth: config.hub.oauth, oauthClientSecret: config.hub.apiToken! }
+        : {}),
       ...(cluster.isWorker ? { collectMetrics: clusterMetricsClient(metrics.registry) } : {}),
     });
     const server = createServer(config.servicePrefix ? withPrefix(config.servicePrefix, app) : app);

@@ -1,6 +1,8 @@
 /**
- * The TRE console in the browser: plain DOM, the KMS's `/v1` API on the same origin, the user's
- * hub token in sessionStorage and in the Authorization header only.
+ * The TRE console in the browser: plain DOM, the KMS's `/v1` API on the same origin. The browser
+ * signed in through the hub (the server sent it there when it had no session): it holds an
+ * HttpOnly session cookie the page never sees, and sends the session's XSRF value, readable
+ * only under console/, in a header.
  */
 
 interface Hit {
@@ -51,7 +53,7 @@ interface MyProject {
   };
 }
 
-const TOKEN_KEY = 'tre-console-token';
+const XSRF_COOKIE = 'tre-kms-xsrf';
 /** The KMS's root as the browser sees it: `/` direct, `/services/kms/` behind the hub's proxy. */
 const BASE = location.pathname.replace(/console\/[^/]*$/, '');
 const $ = (id: string): HTMLElement => document.getElementById(id)!;
@@ -67,16 +69,23 @@ class ApiError extends Error {
   }
 }
 
+function xsrf(): string {
+  for (const part of document.cookie.split(';')) {
+    const [name, ...rest] = part.trim().split('=');
+    if (name === XSRF_COOKIE) return rest.join('=');
+  }
+  return '';
+}
+
 async function api<T>(method: string, path: string, body?: unknown): Promise<T> {
-  const token = sessionStorage.getItem(TOKEN_KEY) ?? '';
   const res = await fetch(BASE + path.replace(/^\//, ''), {
     method,
     headers: {
-      Authorization: `token ${token}`,
+      'X-TRE-XSRF': xsrf(),
       ...(body !== undefined ? { 'Content-Type': 'application/json' } : {}),
     },
     ...(body !== undefined ? { body: JSON.stringify(body) } : {}),
-    credentials: 'omit',
+    credentials: 'same-origin',
     cache: 'no-store',
   });
   const type = res.headers.get('content-type') ?? '';
@@ -600,6 +609,15 @@ async function show(tab: string): Promise<void> {
   view.dataset.loaded = 'true';
 }
 
+function signedOut(title: string, reason: string): void {
+  $('app').hidden = true;
+  $('signout').hidden = true;
+  $('who').textContent = '';
+  $('signin-title').textContent = title;
+  $('signin-reason').textContent = reason;
+  $('signin').hidden = false;
+}
+
 async function signedIn(): Promise<void> {
   try {
     const me = await api<{ username: string; admin: boolean; trustee: boolean }>('GET', '/v1/me');
@@ -610,27 +628,30 @@ async function signedIn(): Promise<void> {
     $('signout').hidden = false;
     await show(current);
   } catch (e) {
-    sessionStorage.removeItem(TOKEN_KEY);
-    say(explain(e), 'error');
+    if (e instanceof ApiError && e.status === 401) signedOut('Not signed in', explain(e));
+    else say(explain(e), 'error');
   }
 }
 
+async function signOut(): Promise<void> {
+  try {
+    await api('POST', '/console/signout');
+  } catch (e) {
+    say(explain(e), 'error');
+    return;
+  }
+  signedOut(
+    'Signed out',
+    'You are signed out of the TRE console. Your JupyterHub login is unchanged: sign out there too on a shared computer.',
+  );
+}
+
 function start(): void {
-  $('signin-form').addEventListener('submit', (ev) => {
-    ev.preventDefault();
-    const input = $('token') as HTMLInputElement;
-    sessionStorage.setItem(TOKEN_KEY, input.value.trim());
-    input.value = '';
-    void signedIn();
-  });
-  $('signout').addEventListener('click', () => {
-    sessionStorage.removeItem(TOKEN_KEY);
-    location.reload();
-  });
+  $('signout').addEventListener('click', () => void signOut());
   for (const b of document.querySelectorAll<HTMLButtonElement>('nav button')) {
     b.addEventListener('click', () => void show(b.dataset.tab!));
   }
-  if (sessionStorage.getItem(TOKEN_KEY)) void signedIn();
+  void signedIn();
 }
 
 start();
