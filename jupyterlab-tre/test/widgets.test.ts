@@ -113,7 +113,9 @@ describe('Projects panel', () => {
         json: { project: 'p2', restart: true, next: '/hub/spawn/rex?project=p2' },
       }),
     });
-    const panel = new ProjectsPanel(api, (u) => went.push(u));
+    const panel = new ProjectsPanel(api, (u) => {
+      went.push(u);
+    });
     mount(panel);
     await panel.refresh();
     await panel.switchTo('p2');
