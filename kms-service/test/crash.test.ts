@@ -4,8 +4,9 @@
  * (`tre-kms serve`); the hub is a minimal stand-in answering GET /user for fixed tokens.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, get as httpGet, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -46,14 +47,32 @@ afterAll(async () => {
   rmSync(dir, { recursive: true, force: true });
 });
 
+/** A port nobody listens on now; the child binds it moments later. */
+async function freePort(): Promise<number> {
+  const probe = createServer();
+  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
+  const { port } = probe.address() as AddressInfo;
+  await new Promise((r) => probe.close(r));
+  return port;
+}
+
+/**
+ * Starts `tre-kms serve` and waits for its health check. Its stderr goes to a file (a pipe
+ * nobody reads would block a chatty child once full), quoted should it exit before it serves.
+ */
 async function startChild(port: number, timeoutMs = 60_000): Promise<ChildProcess> {
+  const logPath = join(dir, `kms-${port}-${children.length}.log`);
+  const log = openSync(logPath, 'a');
   const child = spawn(process.execPath, [CLI, 'serve', '--config', join(dir, 'kms.yaml')], {
     env: { ...process.env, JUPYTERHUB_API_URL: hubUrl, TRE_KMS_PORT: String(port) },
-    stdio: ['ignore', 'ignore', 'pipe'],
+    stdio: ['ignore', 'ignore', log],
   });
+  closeSync(log);
   children.push(child);
+  let exited = false;
+  child.once('exit', () => (exited = true));
   const until = Date.now() + timeoutMs;
-  while (Date.now() < until) {
+  while (Date.now() < until && !exited) {
     try {
       if ((await fetch(`http://127.0.0.1:${port}/healthz`)).ok) return child;
     } catch {
@@ -61,7 +80,9 @@ async function startChild(port: number, timeoutMs = 60_000): Promise<ChildProces
     }
     await new Promise((r) => setTimeout(r, 100));
   }
-  throw new Error('tre-kms did not start');
+  child.kill('SIGKILL');
+  const why = exited ? `exited (${child.exitCode ?? child.signalCode})` : 'did not start';
+  throw new Error(`tre-kms ${why} on port ${port}:\n${readFileSync(logPath, 'utf8').slice(-4000)}`);
 }
 
 const call = (port: number, method: string, path: string, body?: unknown) =>
@@ -72,7 +93,7 @@ const call = (port: number, method: string, path: string, body?: unknown) =>
   });
 
 test('no acknowledged write is lost and the chain stays valid', async () => {
-  const port = 20000 + (process.pid % 20000);
+  const port = await freePort();
   writeFileSync(
     join(dir, 'kms.yaml'),
     'database: kms.sqlite\nauditKey: audit.pem\ncheckpointEvery: 100\nlogLevel: warn\n',
@@ -147,7 +168,7 @@ test('no acknowledged write is lost and the chain stays valid', async () => {
 }, 180_000);
 
 test('two serving processes: writes interleave on one valid chain, a killed worker is replaced', async () => {
-  const port = 20000 + ((process.pid + 7919) % 20000);
+  const port = await freePort();
   writeFileSync(
     join(dir, 'kms.yaml'),
     'database: kms2.sqlite\nauditKey: audit2.pem\ncheckpointEvery: 50\nlogLevel: warn\nworkers: 2\n',
@@ -219,7 +240,7 @@ test('two serving processes: writes interleave on one valid chain, a killed work
 }, 180_000);
 
 test('kill -9 during a storm of key releases: every acknowledged release has its audit entry', async () => {
-  const port = 20000 + ((process.pid + 3571) % 20000);
+  const port = await freePort();
   // A consented project with one visible file whose key `stormy` (its PI) may fetch.
   const fileId = seedConsentedProject(join(dir, 'kms3.sqlite'), {
     project: 'storm',
@@ -294,7 +315,7 @@ function getFresh(port: number, path: string): Promise<{ status: number; body: s
 }
 
 test('with two workers /metrics reports the whole service, whichever worker answers', async () => {
-  const port = 20000 + ((process.pid + 5113) % 20000);
+  const port = await freePort();
   writeFileSync(
     join(dir, 'kms.yaml'),
     'database: kms4.sqlite\nauditKey: audit4.pem\nlogLevel: warn\nworkers: 2\n',
