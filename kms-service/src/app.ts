@@ -37,6 +37,8 @@ export interface AppOptions {
   oauth?: OAuthClientConfig;
   /** The KMS's hub API token, the OAuth client's secret. */
   oauthClientSecret?: string;
+  /** A console session unused for this long ends. */
+  consoleIdleMs?: number;
 }
 
 declare module 'express-serve-static-core' {
@@ -262,6 +264,7 @@ function createApp(opts: AppOptions): {
     logger,
     ...(opts.oauth ? { oauth: opts.oauth } : {}),
     ...(opts.oauthClientSecret ? { clientSecret: opts.oauthClientSecret } : {}),
+    ...(opts.consoleIdleMs ? { idleMs: opts.consoleIdleMs } : {}),
   });
   mountConsole(app, consoleAuth, api);
 

@@ -29,6 +29,8 @@ export interface Config {
   workers: number;
   /** Seconds between a vault recovery request and the first trustee approval (admins may cancel). */
   recoveryDelaySeconds: number;
+  /** A TRE console session unused for this many minutes ends (it ends after 12 hours anyway). */
+  consoleIdleMinutes: number;
   /** The hub proxy's prefix for this service (JUPYTERHUB_SERVICE_PREFIX, e.g. /services/kms/). */
   servicePrefix?: string;
   metricsToken?: string;
@@ -114,6 +116,7 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       'servicePrefix',
       'workers',
       'recoveryDelaySeconds',
+      'consoleIdleMinutes',
     ];
     for (const k of Object.keys(raw)) {
       if (!known.includes(k)) throw new ConfigError(`unknown setting ${k} in ${file}`);
@@ -220,6 +223,7 @@ export function loadConfig(file?: string, env: NodeJS.ProcessEnv = process.env):
       int(env.TRE_KMS_WORKERS, 'TRE_KMS_WORKERS', 1, 64) ?? int(raw.workers, 'workers', 1, 64) ?? 1,
     recoveryDelaySeconds:
       int(raw.recoveryDelaySeconds, 'recoveryDelaySeconds', 0, 30 * 86400) ?? 86400,
+    consoleIdleMinutes: int(raw.consoleIdleMinutes, 'consoleIdleMinutes', 1, 720) ?? 30,
     agreementVersion:
       str(env.TRE_KMS_AGREEMENT_VERSION, 'TRE_KMS_AGREEMENT_VERSION') ??
       str(raw.agreementVersion, 'agreementVersion') ??

@@ -43,6 +43,10 @@ export const XSRF_HEADER = 'x-tre-xsrf';
 
 /** A console session ends after this at the latest, whatever the hub token's lifetime. */
 const SESSION_MS = 12 * 3600 * 1000;
+/** Without an idle span configured, a console session unused for this long ends. */
+export const DEFAULT_IDLE_MS = 30 * 60 * 1000;
+/** A session's last use is written at most this often (a database write per request is waste). */
+const TOUCH_MS = 60 * 1000;
 /** An unfinished sign-in is forgotten after this (HubOAuth's oauth_state_max_age). */
 const STATE_MS = 10 * 60 * 1000;
 const ID = /^[A-Za-z0-9_-]{43}$/;
@@ -127,13 +131,15 @@ export interface ConsoleAuthOptions {
   /** The KMS's own hub API token: the hub registers it as the OAuth client's secret. */
   clientSecret?: string;
   timeoutMs?: number;
+  /** A session unused for this long ends (default DEFAULT_IDLE_MS). */
+  idleMs?: number;
 }
 
 export class ConsoleAuth {
   private readonly sessions: SessionStore;
 
   constructor(private readonly opts: ConsoleAuthOptions) {
-    this.sessions = new SessionStore(opts.kms.db);
+    this.sessions = new SessionStore(opts.kms.db, opts.idleMs ?? DEFAULT_IDLE_MS);
   }
 
   get oauth(): boolean {
@@ -153,13 +159,21 @@ export class ConsoleAuth {
   /** The live session a request's cookie names, if any (no call to the hub). */
   private find(
     req: IncomingMessage,
-  ): { id: string; idHash: Buffer; username: string; sealed: Buffer } | null {
+  ): { id: string; idHash: Buffer; username: string; sealed: Buffer; lastSeen: number } | null {
     const now = this.opts.kms.now().getTime();
     for (const id of readCookies(req.headers.cookie, SESSION_COOKIE)) {
       if (!ID.test(id)) continue;
       const idHash = sha256(id);
       const row = this.sessions.get(idHash, now);
-      if (row) return { id, idHash, username: row.username, sealed: row.sealed };
+      if (row) {
+        return {
+          id,
+          idHash,
+          username: row.username,
+          sealed: row.sealed,
+          lastSeen: row.last_seen_at,
+        };
+      }
     }
     return null;
   }
@@ -194,6 +208,8 @@ export class ConsoleAuth {
       this.sessions.delete(s.idHash);
       throw new KmsError(401, 'unauthorized', 'the console session has ended: sign in again');
     }
+    const now = this.opts.kms.now().getTime();
+    if (now - s.lastSeen >= TOUCH_MS) this.sessions.touch(s.idHash, now);
     return user;
   }
 

@@ -246,6 +246,14 @@ CREATE TABLE console_sessions (
 );
 `,
   },
+  {
+    version: 6,
+    name: 'console session idle time',
+    // Sessions from before this have no last use on record: they count as idle and end.
+    sql: `
+ALTER TABLE console_sessions ADD COLUMN last_seen_at INTEGER NOT NULL DEFAULT 0;
+`,
+  },
 ];
 
 export function schemaVersion(db: Db): number {

@@ -71,6 +71,7 @@ export class KmsServer {
       metrics,
       ...(config.metricsToken ? { metricsToken: config.metricsToken } : {}),
       isDraining: () => drain.on,
+      consoleIdleMs: config.consoleIdleMinutes * 60_000,
       ...(config.hub.oauth
         ? { oauth: config.hub.oauth, oauthClientSecret: config.hub.apiToken! }
         : {}),

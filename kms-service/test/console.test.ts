@@ -4,7 +4,8 @@
  * sessions (cookie + XSRF header) without a hub. The sign-in through the hub's OAuth runs against
  * the real JupyterHub in hub.test.ts; the console's pages in Chromium in jupyterlab-tre's e2e.
  */
-import { readFileSync } from 'node:fs';
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import fc from 'fast-check';
@@ -225,4 +226,82 @@ test('the OAuth client comes from what the hub hands a managed service', () => {
       JUPYTERHUB_OAUTH_CALLBACK_URL: '/services/kms/elsewhere',
     }),
   ).toThrow(/oauth_callback/);
+});
+
+test('a console session ends when unused for the idle span, and 12 hours after sign-in in any case', async () => {
+  const start = t.clock.now;
+  const at = (minutes: number) => (t.clock.now = new Date(start.getTime() + minutes * 60_000));
+  const rows = (user: string) =>
+    (
+      t.server.db
+        .prepare('SELECT COUNT(*) AS n FROM console_sessions WHERE username = ?')
+        .get(user) as { n: number }
+    ).n;
+  const signIn = async (user: string) => {
+    const token = (t.as(user) as unknown as { opts: { token: string } }).opts.token;
+    const r = await fetch(`${t.url}/console/session`, {
+      method: 'POST',
+      headers: { Authorization: `token ${token}` },
+    });
+    expect(r.status).toBe(201);
+    const id = cookiesOf(r)['tre-kms-session']!;
+    return () =>
+      fetch(`${t.url}/v1/me`, {
+        headers: { Cookie: `tre-kms-session=${id}`, 'X-TRE-XSRF': xsrfFor(id) },
+      });
+  };
+  try {
+    const me = await signIn('dave');
+    // Each use starts the 30 minutes again.
+    at(29);
+    expect((await me()).status).toBe(200);
+    at(58);
+    expect((await me()).status).toBe(200);
+    at(89);
+    const idle = await me();
+    expect(idle.status).toBe(401);
+    expect(((await idle.json()) as { error: { message: string } }).error.message).toMatch(
+      /session has ended/,
+    );
+    expect(rows('dave')).toBe(1);
+    // The next use of any session removes the rows of ended ones.
+    const other = await signIn('erin');
+    expect(rows('dave')).toBe(0);
+
+    // Used every 25 minutes, a session still ends 12 hours after sign-in.
+    let minute = 89;
+    let last = 200;
+    while (minute < 89 + 12 * 60 + 25) {
+      minute += 25;
+      at(minute);
+      last = (await other()).status;
+      if (last !== 200) break;
+    }
+    expect(last).toBe(401);
+    expect(minute).toBeGreaterThanOrEqual(89 + 12 * 60);
+  } finally {
+    t.clock.now = start;
+  }
+});
+
+test('the console idle span is a setting of its own, from 1 to 720 minutes', () => {
+  const dir = mkdtempSync(join(tmpdir(), 'tre-kms-idle-'));
+  const file = (text: string) => {
+    writeFileSync(
+      join(dir, 'kms.yaml'),
+      `hub: { apiUrl: 'http://127.0.0.1:8081/hub/api' }\n${text}`,
+    );
+    return join(dir, 'kms.yaml');
+  };
+  try {
+    expect(loadConfig(file('')).consoleIdleMinutes).toBe(30);
+    expect(loadConfig(file('consoleIdleMinutes: 5\n')).consoleIdleMinutes).toBe(5);
+    for (const bad of ['0', '721', '1.5', 'soon']) {
+      expect(() => loadConfig(file(`consoleIdleMinutes: ${bad}\n`))).toThrow(
+        /consoleIdleMinutes must be an integer from 1 to 720/,
+      );
+    }
+  } finally {
+    rmSync(dir, { recursive: true, force: true });
+  }
 });
