@@ -44,7 +44,7 @@ export const XSRF_HEADER = 'x-tre-xsrf';
 /** A console session ends after this at the latest, whatever the hub token's lifetime. */
 const SESSION_MS = 12 * 3600 * 1000;
 /** Without an idle span configured, a console session unused for this long ends. */
-export const DEFAULT_IDLE_MS = 30 * 60 * 1000;
+const DEFAULT_IDLE_MS = 30 * 60 * 1000;
 /** A session's last use is written at most this often (a database write per request is waste). */
 const TOUCH_MS = 60 * 1000;
 /** An unfinished sign-in is forgotten after this (HubOAuth's oauth_state_max_age). */

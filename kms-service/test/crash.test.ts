@@ -6,7 +6,6 @@
 import { spawn, type ChildProcess } from 'node:child_process';
 import { closeSync, mkdtempSync, openSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, get as httpGet, type Server } from 'node:http';
-import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -14,6 +13,7 @@ import { afterAll, beforeAll, expect, test } from '@jest/globals';
 import { exportLines, verifyAuditLines } from '../src/audit.js';
 import { openDatabase } from '../src/db.js';
 import { seedConsentedProject } from '../src/bench/seed.js';
+import { freePort } from './helpers.js';
 
 const CLI = fileURLToPath(new URL('../dist/cli.js', import.meta.url));
 let dir: string;
@@ -46,15 +46,6 @@ afterAll(async () => {
   await new Promise((r) => hub.close(r));
   rmSync(dir, { recursive: true, force: true });
 });
-
-/** A port nobody listens on now; the child binds it moments later. */
-async function freePort(): Promise<number> {
-  const probe = createServer();
-  await new Promise<void>((r) => probe.listen(0, '127.0.0.1', r));
-  const { port } = probe.address() as AddressInfo;
-  await new Promise((r) => probe.close(r));
-  return port;
-}
 
 /**
  * Starts `tre-kms serve` and waits for its health check. Its stderr goes to a file (a pipe

@@ -1,5 +1,6 @@
 /** Shared test setup: a real KMS server (real SQLite, real HTTP) in a temporary directory. */
 import { mkdtempSync, rmSync } from 'node:fs';
+import { createServer } from 'node:net';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { pino } from 'pino';
@@ -112,4 +113,16 @@ export async function onboard(
     );
   }
   return c;
+}
+
+/** A loopback port nobody listens on now, for a process the test starts moments later. */
+export function freePort(): Promise<number> {
+  return new Promise((resolve, reject) => {
+    const s = createServer();
+    s.once('error', reject);
+    s.listen(0, '127.0.0.1', () => {
+      const port = (s.address() as { port: number }).port;
+      s.close(() => resolve(port));
+    });
+  });
 }
